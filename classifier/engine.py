@@ -1,0 +1,210 @@
+"""The inference engine: warm models, a compiled forward pass, one batch per request.
+
+No Django here. A `resolve(key) -> ModelSpec` callable says how to build a model and what its
+labels are; pretrained zoo entries and (later) trained models plug in the same way.
+
+Why it looks like this (see ../docs/PERFORMANCE.md for the numbers):
+- `model.predict` costs tens of milliseconds per call before any maths (tensorflow#40261), so
+  requests go through a `tf.function` around `model(x, training=False)`.
+- A new input shape retraces the graph (tensorflow#39458): inputs are resized to the model's
+  fixed size and batches are padded to a few fixed sizes, so each traced graph is reused.
+- The first call of a graph is slow: each model is warmed once when the process loads it.
+- Models stay loaded in a small LRU cache; a per-key lock makes two first requests for the same
+  model wait for one load instead of building it twice.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from classifier.imaging import to_model_input
+
+log = logging.getLogger(__name__)
+
+# Batch sizes the compiled function is traced for; a batch is padded up to the next one, so at
+# most len(BATCH_SIZES) graphs per model and never more than a third of a batch wasted above 8.
+BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the engine needs to serve one model; `build` loads the weights (slow)."""
+
+    key: str
+    input_size: int
+    labels: Sequence[str]
+    build: Callable[[], object]  # returns a keras.Model with softmax outputs
+    preprocess: Callable[[np.ndarray], np.ndarray]  # uint8 batch -> model input batch
+
+
+@dataclass(frozen=True)
+class Guess:
+    label: str
+    probability: float
+    index: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Class probabilities for each image of one call, and how long the call took."""
+
+    probabilities: np.ndarray  # shape (images, classes)
+    labels: Sequence[str]
+    seconds: float
+
+    def top(self, k: int = 5) -> list[list[Guess]]:
+        k = max(1, min(k, self.probabilities.shape[1]))
+        out = []
+        for row in self.probabilities:
+            best = np.argsort(-row, kind="stable")[:k]
+            out.append([Guess(self.labels[i], float(row[i]), int(i)) for i in best])
+        return out
+
+
+def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """Set TensorFlow's thread pools before it starts (0 = TensorFlow's default, all cores).
+
+    Must run before the first TensorFlow operation of the process; later calls are ignored.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        log.debug("TensorFlow already initialised; thread settings unchanged")
+
+
+def padded_size(n: int) -> int:
+    """The traced batch size a batch of n images runs at (n <= BATCH_SIZES[-1])."""
+    for size in BATCH_SIZES:
+        if size >= n:
+            return size
+    raise ValueError(f"batch of {n} is larger than {BATCH_SIZES[-1]}")
+
+
+class WarmModel:
+    """One loaded model with its compiled forward pass, warmed at batch size 1."""
+
+    def __init__(self, spec: ModelSpec):
+        import tensorflow as tf
+
+        self.spec = spec
+        self.model = spec.build()
+        model = self.model
+        self._forward = tf.function(lambda x: model(x, training=False))
+        self.run(np.zeros((1, spec.input_size, spec.input_size, 3), dtype=np.uint8))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a uint8 batch of model-sized images, any length."""
+        outputs = []
+        step = BATCH_SIZES[-1]
+        for start in range(0, len(batch), step):
+            chunk = batch[start : start + step]
+            n = len(chunk)
+            size = padded_size(n)
+            if size > n:
+                pad = np.zeros((size - n, *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            x = self.spec.preprocess(chunk)
+            outputs.append(np.asarray(self._forward(x))[:n])
+        return np.concatenate(outputs)
+
+
+class Engine:
+    """A per-process cache of warm models, safe to share between request threads."""
+
+    def __init__(self, resolve: Callable[[str], ModelSpec], max_models: int = 3):
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
+        self._resolve = resolve
+        self.max_models = max_models
+        self._lock = threading.Lock()  # guards the dictionaries below, never held while loading
+        self._models: OrderedDict[str, WarmModel] = OrderedDict()
+        self._load_locks: dict[str, threading.Lock] = {}
+        self._loading: set[str] = set()
+        self.loads = 0  # how many models this engine built: tests and benchmarks read it
+
+    def predict(self, key: str, images: Sequence[Image.Image | np.ndarray]) -> BatchResult:
+        """Classify images with one model in one batch; resizes to the model's input size."""
+        if not images:
+            raise ValueError("no images to classify")
+        warm = self.get(key)
+        size = warm.spec.input_size
+        started = time.perf_counter()
+        batch = np.stack([_as_input(image, size) for image in images])
+        probabilities = warm.run(batch)
+        seconds = time.perf_counter() - started
+        return BatchResult(probabilities=probabilities, labels=warm.spec.labels, seconds=seconds)
+
+    def get(self, key: str) -> WarmModel:
+        """The warm model for key, loading it (once, whatever the concurrency) when needed."""
+        with self._lock:
+            warm = self._models.get(key)
+            if warm is not None:
+                self._models.move_to_end(key)
+                return warm
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                warm = self._models.get(key)
+                if warm is not None:
+                    self._models.move_to_end(key)
+                    return warm
+                self._loading.add(key)
+            try:
+                started = time.perf_counter()
+                warm = WarmModel(self._resolve(key))
+                log.info("loaded model %s in %.1f s", key, time.perf_counter() - started)
+            finally:
+                with self._lock:
+                    self._loading.discard(key)
+            with self._lock:
+                self.loads += 1
+                self._models[key] = warm
+                while len(self._models) > self.max_models:
+                    evicted, _ = self._models.popitem(last=False)
+                    log.info("evicted model %s from the warm cache", evicted)
+            gc.collect()
+            return warm
+
+    def state(self, key: str) -> str | None:
+        """'ready' when warm in this process, 'loading' while being built, else None."""
+        with self._lock:
+            if key in self._models:
+                return "ready"
+            if key in self._loading:
+                return "loading"
+        return None
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
+
+    def evict(self, key: str) -> None:
+        """Drop a model (its weights changed or were removed); the next request reloads it."""
+        with self._lock:
+            self._models.pop(key, None)
+        gc.collect()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+        gc.collect()
+
+
+def _as_input(image: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    if isinstance(image, np.ndarray) and image.shape == (size, size, 3) and image.dtype == np.uint8:
+        return image
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    return to_model_input(image, size)

@@ -1,0 +1,14 @@
+"""Loaded by pytest before Django reads its settings (pyproject: `-p tests.bootstrap`).
+
+Test runs never touch the real data folder: DATA_DIR points at a temporary folder, removed at exit.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+_data_dir = tempfile.mkdtemp(prefix="transferlab-test-")
+os.environ["DATA_DIR"] = _data_dir
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)

@@ -1,0 +1,134 @@
+"""Shared actors and fixtures: users, a per-test data folder, installed weights, the task queue."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from tests.helpers import make_zoo_weights
+
+# A fast model for tests that only need "some installed model"; the default MobileNetV2 is used
+# where the default itself matters.
+FAST_MODEL = "mobilenet-0.5-128"
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path: Path) -> Path:
+    """Every test gets its own empty data folder: uploads, weights and datasets never leak."""
+    settings.DATA_DIR = tmp_path
+    settings.WEIGHTS_DIR = tmp_path / "weights"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.DATASETS_DIR = tmp_path / "datasets"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def fresh_engine():
+    """No warm model survives a test: each test sees the weights folder it set up."""
+    from classifier.inference import reset_engine
+
+    reset_engine()
+    yield
+    reset_engine()
+
+
+@pytest.fixture(autouse=True)
+def immediate_tasks():
+    """Huey tasks run in-process during tests (tests of the real consumer start one themselves)."""
+    from huey.contrib.djhuey import HUEY
+
+    previous = HUEY.immediate
+    HUEY.immediate = True
+    yield HUEY
+    HUEY.immediate = previous
+
+
+@pytest.fixture(scope="session")
+def weights_cache(tmp_path_factory) -> Path:
+    """Generated weights files, built once per test session and copied into each test's folder."""
+    return tmp_path_factory.mktemp("weights-cache")
+
+
+def _install(weights_cache: Path, settings, key: str, include_top: bool = True) -> Path:
+    from classifier import zoo
+
+    filename = zoo.get(key).weights_file(include_top).filename
+    cached = weights_cache / filename
+    if not cached.exists():
+        make_zoo_weights(key, weights_cache, include_top=include_top)
+    target = Path(settings.WEIGHTS_DIR) / filename
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(cached, target)
+    return target
+
+
+@pytest.fixture
+def install_weights(weights_cache, settings):
+    """Call with a registry key to put generated weights for it in this test's weights folder."""
+
+    def install(key: str, include_top: bool = True) -> Path:
+        return _install(weights_cache, settings, key, include_top)
+
+    return install
+
+
+@pytest.fixture
+def fast_model(install_weights, settings) -> str:
+    """A small installed model (MobileNet 0.5 at 128 px), made the default model."""
+    install_weights(FAST_MODEL)
+    settings.DEFAULT_MODEL = FAST_MODEL
+    return FAST_MODEL
+
+
+# --- Actors (healthchecks style): alice owns things, bob is a member, charlie an outsider. ---
+@pytest.fixture
+def alice(django_user_model):
+    """A user who may create datasets (has the 'add dataset' permission)."""
+    user = django_user_model.objects.create_user("alice", "alice@example.org", "alice-password")
+    perm = Permission.objects.filter(codename="add_dataset").first()
+    if perm is not None:
+        user.user_permissions.add(perm)
+    return user
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """A logged-in user with no special permission: browses and classifies."""
+    return django_user_model.objects.create_user("bob", "bob@example.org", "bob-password")
+
+
+@pytest.fixture
+def charlie(django_user_model):
+    return django_user_model.objects.create_user("charlie", "charlie@example.org", "charlie-password")
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user(
+        "staff", "staff@example.org", "staff-password", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(client, bob):
+    client.force_login(bob)
+    return client
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client

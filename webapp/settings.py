@@ -1,0 +1,219 @@
+"""TransferLab settings: one file, every value read from the environment.
+
+Each variable is documented in docs/CONFIGURATION.md. Defaults let a fresh checkout run
+(`make run`) with nothing else installed: SQLite and the Huey queue live in DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    """Read a boolean; anything but "True"/"False" is an error, not a silent False."""
+    value = os.getenv(name, default)
+    if value not in ("True", "False"):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value == "True"
+
+
+def envint(name: str, default: int) -> int:
+    value = os.getenv(name, "")
+    if value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+def envsecret(name: str) -> str:
+    """Read a secret from NAME, or from the file named by NAME_FILE (Docker/systemd secrets)."""
+    path = os.getenv(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.getenv(name, "")
+
+
+# --- Data folder: database, queue, uploads, weights, datasets -------------------------------
+DATA_DIR = Path(os.getenv("DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+WEIGHTS_DIR = DATA_DIR / "weights"
+MEDIA_ROOT = DATA_DIR / "media"
+DATASETS_DIR = DATA_DIR / "datasets"
+# Uploaded media is never served from a public URL: views check permissions and stream files.
+MEDIA_URL = None
+
+
+def _secret_key() -> str:
+    """Use SECRET_KEY when set; otherwise generate one once and keep it in DATA_DIR."""
+    key = envsecret("SECRET_KEY")
+    if key:
+        return key
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("DEBUG", "False")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "False")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if envbool("BEHIND_HTTPS_PROXY", "False"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+INSTALLED_APPS = [
+    "webapp",
+    "classifier",
+    "training",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "huey.contrib.djhuey",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+WSGI_APPLICATION = "webapp.wsgi.application"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "classifier:classify"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite in WAL mode by default, PostgreSQL with DATABASE_URL -------------------
+if os.getenv("DATABASE_URL"):
+    import dj_database_url
+
+    DATABASES = {"default": dj_database_url.parse(envsecret("DATABASE_URL"), conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            "OPTIONS": {
+                # The web server and the worker write concurrently: WAL lets readers run during a
+                # write, IMMEDIATE takes the write lock up front so busy_timeout applies instead of
+                # failing with "database is locked" half way through a transaction.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Task queue: SqliteHuey in its own file by default, Redis with REDIS_URL -----------------
+_huey_common = {
+    "name": "transferlab",
+    # Written explicitly: djhuey otherwise runs tasks inside the web request when DEBUG is on.
+    "immediate": False,
+    "consumer": {
+        "workers": envint("WORKER_CONCURRENCY", 1),
+        "worker_type": "thread",
+        "periodic": True,
+    },
+}
+if os.getenv("REDIS_URL"):
+    HUEY = {**_huey_common, "huey_class": "huey.RedisHuey", "url": envsecret("REDIS_URL")}
+else:
+    # Its own file: SqliteHuey takes an exclusive lock on every dequeue (huey#445).
+    HUEY = {**_huey_common, "huey_class": "huey.SqliteHuey", "filename": str(DATA_DIR / "huey.sqlite3")}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files through whitenoise -------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# --- Uploads -------------------------------------------------------------------------------
+# Django has no file-size cap of its own: views check MAX_UPLOAD_BYTES and MAX_FILES_PER_REQUEST
+# and answer with a message. Django's own count limit is only a backstop against abuse.
+MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_MB", 20) * 1024 * 1024
+MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", 50_000_000)
+MAX_FILES_PER_REQUEST = envint("MAX_FILES_PER_REQUEST", 32)
+MAX_WEIGHTS_UPLOAD_BYTES = envint("MAX_WEIGHTS_UPLOAD_MB", 1024) * 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FILES = max(1000, MAX_FILES_PER_REQUEST * 4)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # above this, uploads are spooled to a temp file
+
+# --- Inference engine ----------------------------------------------------------------------
+# Each process that imports TensorFlow holds its models; keep few of them warm per process.
+MODEL_CACHE_SIZE = envint("MODEL_CACHE_SIZE", 3)
+DEFAULT_MODEL = os.getenv("DEFAULT_MODEL", "mobilenetv2")
+# Threads TensorFlow uses inside one operation. On a small server the web process and the worker
+# share the cores: the default (0) lets TensorFlow use all of them; set lower to leave room.
+TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 0)
+TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)
+# Downloads of pretrained weights happen only when an admin asks for one.
+WEIGHTS_DOWNLOAD_TIMEOUT = envint("WEIGHTS_DOWNLOAD_TIMEOUT", 30)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {"django": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
+CSRF_FAILURE_VIEW = "webapp.views.csrf_failure"
