@@ -50,7 +50,8 @@ WEIGHTS_DIR = DATA_DIR / "weights"
 MEDIA_ROOT = DATA_DIR / "media"
 DATASETS_DIR = DATA_DIR / "datasets"
 # Uploaded media is never served from a public URL: views check permissions and stream files.
-MEDIA_URL = None
+# No URL pattern serves this prefix; it exists because Django's tooling expects a MEDIA_URL.
+MEDIA_URL = "/private-media-not-served/"
 
 
 def _secret_key() -> str:
