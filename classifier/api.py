@@ -1,10 +1,143 @@
-"""JSON API (placeholder until it lands)."""
+"""JSON API: `POST /api/v1/predict` and `GET /api/v1/models`.
 
+Authentication by API token (`Authorization: Bearer <token>`) or by the browser session; session
+requests must carry the CSRF token like any form, token requests need none (no cookies involved).
+Every error is JSON `{"error": "..."}` with a 4xx status, never an HTML page or a stack trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.datastructures import MultiValueDict
+from django.views.decorators.csrf import csrf_exempt
+
+from classifier import inference, zoo
+from classifier.forms import ApiPredictForm
+from classifier.models import ApiToken
+from classifier.services import ClassificationFailed, classify_uploads
 
 
+def _error(message: str, status: int, **extra) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def _token_from_header(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() in ("bearer", "token") and key.strip():
+        return key.strip()
+    return None
+
+
+def api_view(methods: tuple[str, ...]) -> Callable:
+    """Authenticate by token or session (with CSRF for session POSTs) and answer errors in JSON."""
+
+    def decorate(view: Callable) -> Callable:
+        @csrf_exempt  # checked below for session requests only
+        @login_not_required  # answered below with a JSON 401 instead of a login redirect
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
+            if request.method not in methods:
+                response = _error(f"Use {' or '.join(methods)} for this endpoint.", 405)
+                response["Allow"] = ", ".join(methods)
+                return response
+            key = _token_from_header(request)
+            if key is not None:
+                user = ApiToken.authenticate(key)
+                if user is None:
+                    return _error("This API token is not valid (it may have been revoked).", 401)
+                request.user = user
+            elif not request.user.is_authenticated:
+                return _error(
+                    "Authentication required: send 'Authorization: Bearer <token>' (create one on the API tokens "
+                    "page) or log in.",
+                    401,
+                )
+            elif request.method == "POST":
+                failure = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
+                if failure is not None:
+                    return _error(
+                        "CSRF check failed: a logged-in browser session must send the X-CSRFToken header. "
+                        "Scripts should use an API token instead.",
+                        403,
+                    )
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@api_view(("POST",))
 def predict(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"error": "not yet"}, status=501)
+    """Classify one or more images (multipart field `images`, or `image`); optional `model`, `top_k`."""
+    uploads = request.FILES.getlist("images") + request.FILES.getlist("image")
+    form = ApiPredictForm(request.POST, MultiValueDict({"images": uploads}))
+    if not form.is_valid():
+        errors = form.errors.get_json_data()
+        first = next(iter(errors.values()))[0]
+        status = 409 if first["code"] == "unavailable" else 400
+        return _error(first["message"], status, fields={k: [e["message"] for e in v] for k, v in errors.items()})
+    model, top_k = form.cleaned_data["model"], form.cleaned_data["top_k"]
+    try:
+        outcome = classify_uploads(request.user, model, form.cleaned_data["images"], top_k=top_k)
+    except ClassificationFailed as exc:
+        return _error(str(exc), 409)
+
+    results = []
+    for item in outcome.files:
+        if item.error is not None:
+            results.append({"filename": item.filename, "error": item.error})
+            continue
+        p = item.prediction
+        results.append(
+            {
+                "filename": item.filename,
+                "id": p.pk,
+                "width": p.width,
+                "height": p.height,
+                "inference_ms": round(p.inference_ms, 2),
+                "predictions": [
+                    {"label": g["label"], "probability": g["probability"], "index": g["index"]} for g in p.top[:top_k]
+                ],
+            }
+        )
+    body = {
+        "model": model.key,
+        "model_name": model.name,
+        "top_k": top_k,
+        "batch_ms": round(outcome.batch_ms, 2) if outcome.batch_ms is not None else None,
+        "results": results,
+    }
+    if not outcome.succeeded:
+        return JsonResponse(
+            {"error": "None of the files could be classified; see each file's error.", **body}, status=422
+        )
+    return JsonResponse(body)
 
 
-models = predict
+@api_view(("GET",))
+def models(request: HttpRequest) -> JsonResponse:
+    """Every model of the zoo, with whether it can run on this server now."""
+    data = [
+        {
+            "key": m.key,
+            "name": m.name,
+            "family": m.family,
+            "input_size": m.input_size,
+            "recommended": m.recommended,
+            "installed": inference.is_available(m),
+            "top1": m.top1,
+            "top5": m.top5,
+            "parameters_m": m.parameters_m,
+            "size_mb": m.size_mb,
+        }
+        for m in zoo.all_models()
+    ]
+    return JsonResponse({"default": settings.DEFAULT_MODEL, "models": data})

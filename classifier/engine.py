@@ -7,7 +7,8 @@ Why it looks like this (see ../docs/PERFORMANCE.md for the numbers):
 - `model.predict` costs tens of milliseconds per call before any maths (tensorflow#40261), so
   requests go through a `tf.function` around `model(x, training=False)`.
 - A new input shape retraces the graph (tensorflow#39458): inputs are resized to the model's
-  fixed size and batches are padded to a few fixed sizes, so each traced graph is reused.
+  fixed size and the function is traced once with a batch dimension of None, so any batch size
+  reuses the same graph (measured here: no slower than fixed-shape graphs, and no padding waste).
 - The first call of a graph is slow: each model is warmed once when the process loads it.
 - Models stay loaded in a small LRU cache; a per-key lock makes two first requests for the same
   model wait for one load instead of building it twice.
@@ -30,9 +31,8 @@ from classifier.imaging import to_model_input
 
 log = logging.getLogger(__name__)
 
-# Batch sizes the compiled function is traced for; a batch is padded up to the next one, so at
-# most len(BATCH_SIZES) graphs per model and never more than a third of a batch wasted above 8.
-BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32)
+# Largest batch sent through the model at once: bounds the activation memory of one call.
+MAX_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,8 @@ def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
         log.debug("TensorFlow already initialised; thread settings unchanged")
 
 
-def padded_size(n: int) -> int:
-    """The traced batch size a batch of n images runs at (n <= BATCH_SIZES[-1])."""
-    for size in BATCH_SIZES:
-        if size >= n:
-            return size
-    raise ValueError(f"batch of {n} is larger than {BATCH_SIZES[-1]}")
-
-
 class WarmModel:
-    """One loaded model with its compiled forward pass, warmed at batch size 1."""
+    """One loaded model with its compiled forward pass, traced and warmed once at load."""
 
     def __init__(self, spec: ModelSpec):
         import tensorflow as tf
@@ -101,23 +93,25 @@ class WarmModel:
         self.spec = spec
         self.model = spec.build()
         model = self.model
-        self._forward = tf.function(lambda x: model(x, training=False))
-        self.run(np.zeros((1, spec.input_size, spec.input_size, 3), dtype=np.uint8))
+        size = spec.input_size
+        self._forward = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)],
+        )
+        self.run(np.zeros((1, size, size, 3), dtype=np.uint8))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a uint8 batch of model-sized images, any length."""
         outputs = []
-        step = BATCH_SIZES[-1]
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
-            n = len(chunk)
-            size = padded_size(n)
-            if size > n:
-                pad = np.zeros((size - n, *chunk.shape[1:]), dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            x = self.spec.preprocess(chunk)
-            outputs.append(np.asarray(self._forward(x))[:n])
+        for start in range(0, len(batch), MAX_BATCH):
+            x = np.asarray(self.spec.preprocess(batch[start : start + MAX_BATCH]), dtype=np.float32)
+            outputs.append(np.asarray(self._forward(x)))
         return np.concatenate(outputs)
+
+    @property
+    def traces(self) -> int:
+        """How many graphs were traced: one, whatever the batch sizes seen."""
+        return self._forward.experimental_get_tracing_count()
 
 
 class Engine:

@@ -51,7 +51,7 @@ def _read_all(source: bytes | BinaryIO | Path, max_bytes: int) -> bytes:
     elif isinstance(source, Path):
         size = source.stat().st_size
         if size > max_bytes:
-            raise ImageError(_too_large_message(size, max_bytes))
+            raise ImageError(too_large_message(size, max_bytes))
         data = source.read_bytes()
     else:
         source.seek(0)
@@ -59,11 +59,11 @@ def _read_all(source: bytes | BinaryIO | Path, max_bytes: int) -> bytes:
     if len(data) == 0:
         raise ImageError("The file is empty (0 bytes).")
     if len(data) > max_bytes:
-        raise ImageError(_too_large_message(len(data), max_bytes))
+        raise ImageError(too_large_message(len(data), max_bytes))
     return data
 
 
-def _too_large_message(size: int, max_bytes: int) -> str:
+def too_large_message(size: int, max_bytes: int) -> str:
     return (
         f"The file is {size / 1_048_576:.1f} MB; the limit is {max_bytes / 1_048_576:.0f} MB. "
         "Resize or compress it and try again."

@@ -1,11 +1,150 @@
-"""Classify, History and API tokens pages (placeholder until they land)."""
+"""Classify, History and API tokens pages."""
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+from classifier import imaging, inference
+from classifier.forms import ClassifyForm, TokenForm
+from classifier.models import ApiToken, Prediction
+from classifier.services import ClassificationFailed, classify_uploads
+
+HISTORY_PAGE_SIZE = 20
 
 
-def _wip(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-    return render(request, "error.html", {"title": "TransferLab", "message": "Being built."})
+class HtmxHttpRequest(HttpRequest):
+    """For type hints: django-htmx's middleware sets request.htmx."""
+
+    htmx: HtmxDetails
 
 
-classify = history = delete_prediction = prediction_image = prediction_thumbnail = tokens = revoke_token = _wip
+def _get_prediction_for_user(request: HttpRequest, pk: int) -> Prediction:
+    """A prediction the user may see: their own, or anyone's for staff; 404 otherwise."""
+    prediction = get_object_or_404(Prediction.objects.select_related("user"), pk=pk)
+    if prediction.user_id != request.user.id and not request.user.is_staff:
+        raise Http404
+    return prediction
+
+
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("HX-Request")
+def classify(request: HtmxHttpRequest) -> HttpResponse:
+    """Upload images, pick a model, see top-5 for each. HTMX swaps in the results; no-JS reloads."""
+    outcome, error = None, None
+    if request.method == "POST":
+        form = ClassifyForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                outcome = classify_uploads(request.user, form.cleaned_data["model"], form.cleaned_data["images"])
+            except ClassificationFailed as exc:
+                error = str(exc)
+    else:
+        form = ClassifyForm()
+    context = {
+        "form": form,
+        "outcome": outcome,
+        "error": error,
+        "has_models": bool(inference.available_models()),
+        "max_files": settings.MAX_FILES_PER_REQUEST,
+        "max_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
+        "supported": imaging.SUPPORTED_DESCRIPTION,
+    }
+    if request.htmx:
+        return render(request, "classifier/partials/_results.html", context)
+    return render(request, "classifier/classify.html", context)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def history(request: HtmxHttpRequest) -> HttpResponse:
+    """Your predictions, newest first; staff can switch to everyone's."""
+    show_all = request.user.is_staff and request.GET.get("who") == "all"
+    predictions = Prediction.objects.select_related("user")
+    if not show_all:
+        predictions = predictions.filter(user=request.user)
+    page = Paginator(predictions, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"page": page, "show_all": show_all}
+    if request.htmx:
+        return render(request, "classifier/partials/_history_list.html", context)
+    return render(request, "classifier/history.html", context)
+
+
+@require_POST
+def delete_prediction(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Delete a prediction and its stored files (the row's post_delete signal removes them)."""
+    prediction = _get_prediction_for_user(request, pk)
+    name = prediction.original_name
+    prediction.delete()
+    if request.htmx:
+        return HttpResponse("")  # the row swaps itself out
+    messages.success(request, f"Deleted the prediction for {name}.")
+    next_url = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        next_url = reverse("classifier:history")
+    return redirect(next_url)
+
+
+def _serve(field_file, content_type: str, filename: str | None = None) -> FileResponse:
+    try:
+        handle = field_file.open("rb")
+    except (FileNotFoundError, ValueError):
+        raise Http404 from None
+    response = FileResponse(handle, content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    if filename:
+        response["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
+
+
+@require_GET
+def prediction_image(request: HtmxHttpRequest, pk: int) -> FileResponse:
+    """The uploaded original, only for its owner and staff (never a public media URL)."""
+    prediction = _get_prediction_for_user(request, pk)
+    safe_name = "".join(c for c in prediction.original_name if c.isalnum() or c in "._- ")[:100] or "image"
+    return _serve(prediction.image, imaging.content_type(prediction.image_format), safe_name)
+
+
+@require_GET
+def prediction_thumbnail(request: HtmxHttpRequest, pk: int) -> FileResponse:
+    prediction = _get_prediction_for_user(request, pk)
+    return _serve(prediction.thumbnail, "image/jpeg")
+
+
+@require_http_methods(["GET", "POST"])
+def tokens(request: HtmxHttpRequest) -> HttpResponse:
+    """Personal API tokens: create one (shown once), see when each was last used, revoke."""
+    new_key = None
+    if request.method == "POST":
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            _, new_key = ApiToken.issue(request.user, form.cleaned_data["name"])
+            form = TokenForm()
+    else:
+        form = TokenForm()
+    context = {
+        "form": form,
+        "new_key": new_key,
+        "tokens": ApiToken.objects.filter(user=request.user),
+        "api_url": request.build_absolute_uri(reverse("classifier:api_predict")),
+    }
+    return render(request, "classifier/tokens.html", context)
+
+
+@require_POST
+def revoke_token(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=pk, user=request.user)
+    token.delete()
+    messages.success(request, f"Revoked the token “{token.name}”. Scripts using it can no longer call the API.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("classifier:tokens"))
+    return redirect("classifier:tokens")

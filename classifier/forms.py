@@ -1,0 +1,96 @@
+"""Forms of the Classify page and the API: every input goes through one of these."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from classifier import inference, zoo
+
+MAX_TOP_K = 20
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """A file field that accepts several files; per-file problems are reported per file later."""
+
+    widget = MultipleFileInput
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, list | tuple) else [data] if data else []
+        files = [f for f in files if f]
+        if not files:
+            raise forms.ValidationError("Choose at least one image to classify.", code="required")
+        if len(files) > settings.MAX_FILES_PER_REQUEST:
+            raise forms.ValidationError(
+                f"You sent {len(files)} files; send at most {settings.MAX_FILES_PER_REQUEST} at a time.",
+                code="too_many",
+            )
+        return files
+
+
+def model_choices() -> list[tuple[str, list[tuple[str, str]]]]:
+    """Installed models for the picker: the guide's recommended set first, then by family."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for model in inference.available_models():
+        group = "Recommended" if model.recommended else model.family
+        groups.setdefault(group, []).append((model.key, model.name))
+    return list(groups.items())
+
+
+class ModelNameField(forms.CharField):
+    """A model by key or name ("MobileNetV2", "mobilenet-0.25-128"), cleaned to its zoo entry."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if not value:
+            value = settings.DEFAULT_MODEL
+        try:
+            model = inference.resolve_name(value)
+        except zoo.UnknownModel as exc:
+            raise forms.ValidationError(str(exc), code="unknown_model") from None
+        if not inference.is_available(model):
+            raise forms.ValidationError(
+                f"{model.name} cannot run yet: its weights are not installed on this server. "
+                "An administrator can install them from the Models page.",
+                code="unavailable",
+            )
+        return model
+
+
+class ClassifyForm(forms.Form):
+    """The Classify page: images and a model picked from the installed ones."""
+
+    model = ModelNameField(required=False, widget=forms.Select)
+    images = MultipleFileField(label="Images")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = model_choices()
+        self.fields["model"].widget.choices = choices
+        keys = [key for _, group in choices for key, _ in group]
+        default = settings.DEFAULT_MODEL
+        self.fields["model"].initial = default if default in keys else (keys[0] if keys else None)
+        self.fields["images"].widget.attrs.update({"accept": "image/*", "multiple": True})
+
+
+class ApiPredictForm(forms.Form):
+    """`POST /api/v1/predict`: images (or image), optional model and top_k."""
+
+    model = ModelNameField(required=False)
+    images = MultipleFileField()
+    top_k = forms.IntegerField(required=False, min_value=1, max_value=MAX_TOP_K)
+
+    def clean_top_k(self) -> int:
+        return self.cleaned_data.get("top_k") or 5
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(
+        max_length=100,
+        strip=True,
+        help_text="What the token is for, so you recognise it later (e.g. 'nightly sorting script').",
+    )
