@@ -41,6 +41,7 @@ class Command(BaseCommand):
             "--timeout", "300",  # the first request of a big model loads it
             "--graceful-timeout", "20",
             "--access-logfile", "-",
+            "--no-control-socket",  # several instances on one machine must not share ~/.gunicorn
         ]  # fmt: skip
         worker = [sys.executable, "manage.py", "run_huey"]
         cwd = str(settings.BASE_DIR)

@@ -1,0 +1,55 @@
+"""Admin for the inference app: predictions with thumbnails, API tokens (hash only)."""
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from classifier.models import ApiToken, Prediction
+
+
+@admin.register(Prediction)
+class PredictionAdmin(admin.ModelAdmin):
+    list_display = ("thumbnail_preview", "original_name", "model_name", "best_guess", "user", "created_at")
+    list_filter = ("model_key", "created_at")
+    search_fields = ("original_name", "user__username", "model_key")
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+    readonly_fields = (
+        "thumbnail_preview",
+        "user",
+        "model_key",
+        "model_name",
+        "original_name",
+        "image_format",
+        "width",
+        "height",
+        "top",
+        "inference_ms",
+        "batch_size",
+        "created_at",
+    )
+    exclude = ("image", "thumbnail")
+
+    def has_add_permission(self, request) -> bool:
+        return False  # predictions come from classifying, not from forms
+
+    @admin.display(description="Image")
+    def thumbnail_preview(self, obj: Prediction) -> str:
+        url = reverse("classifier:prediction_thumbnail", args=[obj.pk])
+        return format_html('<img src="{}" alt="" style="height:48px;width:48px;object-fit:cover">', url)
+
+    @admin.display(description="Best guess")
+    def best_guess(self, obj: Prediction) -> str:
+        best = obj.best
+        return f"{best['label']} ({best['probability']:.0%})" if best else "—"
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at")
+    search_fields = ("name", "user__username", "prefix")
+    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at")
+    exclude = ("key_hash",)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # tokens are created by their owner on the API tokens page, shown once
