@@ -1,0 +1,338 @@
+"""Datasets: labelled image collections, and the zip imports that fill them.
+
+Rows are shaped for the training work that follows: a `DatasetImage` never changes content (its
+file is named by its SHA-256), so a training job can snapshot a dataset as (image id, label id,
+split, sha256) rows (`Dataset.snapshot`) and rely on them until an image is deleted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models import Count, F, Q
+from django.db.models.functions import Lower, Trim
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+from django.urls import reverse
+from django.utils import timezone
+
+from training import splits, storage
+from training.names import InvalidName, clean_label_name, label_key
+
+
+class Split(models.TextChoices):
+    """Where an image serves during training; the values are those of `training.splits`."""
+
+    TRAIN = splits.TRAIN, "Train"
+    VALIDATION = splits.VALIDATION, "Validation"
+    TEST = splits.TEST, "Test"
+
+
+class Dataset(models.Model):
+    """A named collection of labelled images that a team trains models on."""
+
+    name = models.CharField(max_length=100, help_text="Shown in lists; unique, whatever the case.")
+    description = models.TextField(blank=True, help_text="What the images show and where they come from.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="datasets",
+        verbose_name="created by",
+        help_text="The owner: with the 'add dataset' permission, they manage this dataset.",
+    )
+    validation_percent = models.PositiveSmallIntegerField(
+        "validation share (%)", default=20, help_text="Share of each label kept aside to measure a model."
+    )
+    test_percent = models.PositiveSmallIntegerField(
+        "test share (%)", default=0, help_text="Share of each label kept for a final test; 0 for none."
+    )
+    split_seed = models.PositiveIntegerField(
+        "split seed", default=0, help_text="Re-drawing the splits with another seed deals the images out anew."
+    )
+    created_at = models.DateTimeField("created", default=timezone.now)
+    updated_at = models.DateTimeField("last change", default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # Forms and the admin report it as "a dataset with this name already exists".
+            models.UniqueConstraint(
+                Lower("name"),
+                name="dataset_name_unique_ci",
+                violation_error_message="A dataset with this name already exists. Choose another name.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(name="") & Q(name=Trim("name")),
+                name="dataset_name_not_blank",
+                violation_error_message="A dataset name cannot be empty or start or end with spaces.",
+            ),
+            # splits.Shares refuses other values; this keeps the rows honest too.
+            models.CheckConstraint(
+                condition=Q(validation_percent__lte=90)
+                & Q(test_percent__lte=90)
+                & Q(validation_percent__lte=90 - F("test_percent")),
+                name="dataset_shares_leave_training",
+                violation_error_message="Validation and test together can be at most 90 percent.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:dataset_detail", args=[self.pk])
+
+    @property
+    def folder(self) -> Path:
+        """Where this dataset's files live: DATASETS_DIR/<id>/."""
+        return Path(settings.DATASETS_DIR) / str(self.pk)
+
+    @property
+    def shares(self) -> splits.Shares:
+        return splits.Shares(validation=self.validation_percent, test=self.test_percent)
+
+    @staticmethod
+    def can_create(user) -> bool:
+        return bool(user.is_active and (user.is_staff or user.has_perm("training.add_dataset")))
+
+    def can_be_changed_by(self, user) -> bool:
+        """Staff manage every dataset; people with 'add dataset' manage the ones they created."""
+        if not (user.is_authenticated and user.is_active):
+            return False
+        return user.is_staff or (self.created_by_id == user.pk and user.has_perm("training.add_dataset"))
+
+    def touch(self) -> None:
+        """Record a change of content (images added, moved, removed) for the datasets list."""
+        self.updated_at = timezone.now()
+        Dataset.objects.filter(pk=self.pk).update(updated_at=self.updated_at)
+
+    def active_import(self) -> ImportJob | None:
+        return self.import_jobs.filter(status__in=ImportJob.ACTIVE).first()
+
+    def label_key_map(self) -> dict[str, str]:
+        """label_key(name) -> name, for matching folder names and form input to existing labels."""
+        return {label_key(name): name for name in self.labels.values_list("name", flat=True)}
+
+    def split_counts(self) -> dict[int, dict[str, int]]:
+        """Images per label id and split, in one query."""
+        counts: dict[int, dict[str, int]] = {}
+        rows = self.images.values("label_id", "split").annotate(n=Count("id")).order_by()
+        for row in rows:
+            counts.setdefault(row["label_id"], dict.fromkeys(splits.SPLITS, 0))[row["split"]] = row["n"]
+        return counts
+
+    def redraw_splits(self, seed: int) -> dict[str, int]:
+        """Deal every image out again with `seed`; returns images per split. One transaction."""
+        with transaction.atomic():
+            by_label: dict[int, list[str]] = {}
+            for label_id, sha in self.images.values_list("label_id", "sha256"):
+                by_label.setdefault(label_id, []).append(sha)
+            assignment = splits.draw(by_label, shares=self.shares, seed=seed)
+            for split in splits.SPLITS:
+                hashes = [sha for sha, s in assignment.items() if s == split]
+                for start in range(0, len(hashes), 500):
+                    self.images.filter(sha256__in=hashes[start : start + 500]).update(split=split)
+            self.split_seed = seed
+            self.updated_at = timezone.now()
+            self.save(update_fields=["split_seed", "updated_at"])
+        return {s: sum(1 for v in assignment.values() if v == s) for s in splits.SPLITS}
+
+    def snapshot(self) -> list[tuple[int, int, str, str]]:
+        """(image id, label id, split, sha256) of every image: what a training job records."""
+        return list(self.images.order_by("id").values_list("id", "label_id", "split", "sha256"))
+
+
+class Label(models.Model):
+    """A class of the dataset: the answer a trained model gives for a picture."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(
+        max_length=64,
+        help_text="Becomes the folder name in exports and the class name of trained models.",
+    )
+    description = models.CharField(max_length=500, blank=True, help_text="Optional: what belongs in this label.")
+    created_at = models.DateTimeField("created", default=timezone.now)
+
+    class Meta:
+        ordering = ["dataset", Lower("name")]
+        constraints = [
+            # Zip imports and forms match names with label_key(); this backs them in the database
+            # (SQLite's LOWER folds ASCII only, Python's casefold the rest).
+            models.UniqueConstraint(
+                "dataset",
+                Lower("name"),
+                name="label_name_unique_in_dataset_ci",
+                violation_error_message="This dataset already has a label with this name.",
+            ),
+            models.CheckConstraint(
+                condition=~Q(name="") & Q(name=Trim("name")),
+                name="label_name_not_blank",
+                violation_error_message="A label name cannot be empty or start or end with spaces.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        try:
+            self.name = clean_label_name(self.name or "")
+        except InvalidName as error:
+            raise ValidationError({"name": str(error)}) from None
+        if self.dataset_id:
+            others = self.dataset.labels.exclude(pk=self.pk).values_list("name", flat=True)
+            if label_key(self.name) in {label_key(n) for n in others}:
+                raise ValidationError({"name": "This dataset already has a label with this name."})
+
+
+class DatasetImage(models.Model):
+    """One picture in one label. Its content never changes: the file is named by its SHA-256."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="images")
+    sha256 = models.CharField(
+        "SHA-256", max_length=64, help_text="Hash of the file's bytes; the same picture is never stored twice."
+    )
+    original_name = models.CharField(
+        "file name", max_length=255, help_text="The name the file had when it was added; used again on export."
+    )
+    format = models.CharField(max_length=10, help_text="Decoded image format (JPEG, PNG, ...), not the extension.")
+    width = models.PositiveIntegerField(help_text="Pixels, after the camera's rotation is applied.")
+    height = models.PositiveIntegerField(help_text="Pixels, after the camera's rotation is applied.")
+    size_bytes = models.PositiveBigIntegerField("size (bytes)", default=0)
+    split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="added by",
+    )
+    created_at = models.DateTimeField("added", default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "dataset image"
+        constraints = [
+            # Duplicate detection in imports and uploads relies on it; files are named by the hash.
+            models.UniqueConstraint(
+                fields=["dataset", "sha256"],
+                name="image_sha256_unique_in_dataset",
+                violation_error_message="This picture is already in the dataset.",
+            ),
+            models.CheckConstraint(condition=Q(split__in=[s.value for s in Split]), name="image_split_valid"),
+        ]
+        indexes = [
+            # The dataset page filters the grid by label and split.
+            models.Index(fields=["dataset", "label", "split"], name="image_grid_filter"),
+            models.Index(fields=["original_name"], name="image_original_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:image_detail", args=[self.pk])
+
+    def clean(self) -> None:
+        if self.label_id and self.dataset_id and self.label.dataset_id != self.dataset_id:
+            raise ValidationError({"label": "Choose a label of the same dataset."})
+
+    @property
+    def folder(self) -> Path:
+        return Path(settings.DATASETS_DIR) / str(self.dataset_id)
+
+    @property
+    def path(self) -> Path:
+        return storage.image_path(self.folder, self.sha256, self.format)
+
+    @property
+    def thumbnail_path(self) -> Path:
+        return storage.thumbnail_path(self.folder, self.sha256)
+
+
+@receiver(post_delete, sender=DatasetImage)
+def _delete_image_files(sender, instance: DatasetImage, **kwargs) -> None:
+    """Files go with the row (also for bulk and admin deletes), once the delete has committed."""
+    folder, sha, fmt = instance.folder, instance.sha256, instance.format
+    transaction.on_commit(lambda: storage.delete_image_files(folder, sha, fmt))
+
+
+@receiver(post_delete, sender=Dataset)
+def _delete_dataset_folder(sender, instance: Dataset, **kwargs) -> None:
+    folder = instance.folder
+    transaction.on_commit(lambda: storage.delete_folder(folder))
+
+
+class ImportJob(models.Model):
+    """A zip import run by the worker. The page polls this row; the worker writes it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting for the worker"
+        RUNNING = "running", "Importing"
+        SUCCEEDED = "succeeded", "Finished"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    archive_name = models.CharField("zip file", max_length=255, help_text="The name of the uploaded zip.")
+    archive_path = models.CharField(
+        max_length=500, blank=True, help_text="Where the upload waits for the worker; removed when the job ends."
+    )
+    archive_size = models.PositiveBigIntegerField("zip size (bytes)", default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    message = models.TextField(blank=True, help_text="The outcome in one sentence, or why the import failed.")
+    total = models.PositiveIntegerField(default=0, help_text="Files in label folders to look at.")
+    done = models.PositiveIntegerField(default=0, help_text="Files looked at so far.")
+    report = models.JSONField(
+        default=dict, blank=True, help_text="Per label: added, duplicates, rejected with reasons."
+    )
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid:token of the consumer running it.")
+    created_at = models.DateTimeField("queued", default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life from the worker (written about once a second)."
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "zip import"
+        constraints = [
+            # One import at a time per dataset: views and the admin turn the IntegrityError into
+            # "an import is already running"; duplicate detection relies on it.
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=Q(status__in=["queued", "running"]),
+                name="import_one_active_per_dataset",
+                violation_error_message="An import is already running for this dataset.",
+            ),
+            models.CheckConstraint(condition=Q(done__lte=F("total")), name="import_done_within_total"),
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]), name="import_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.archive_name} → {self.dataset}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return int(self.done * 100 / self.total) if self.total else 0

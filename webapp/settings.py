@@ -198,6 +198,15 @@ MAX_WEIGHTS_UPLOAD_BYTES = envint("MAX_WEIGHTS_UPLOAD_MB", 1024) * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = max(1000, MAX_FILES_PER_REQUEST * 4)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # above this, uploads are spooled to a temp file
 
+# --- Dataset zip import (training/archives.py) ---------------------------------------------
+# Checked from the zip's directory before a single member is extracted, then again while the
+# bytes stream (a zip can lie about sizes). Each image inside also obeys MAX_UPLOAD_MB and
+# MAX_IMAGE_PIXELS. Refusals name the limit and the variable to raise it.
+IMPORT_MAX_ZIP_BYTES = envint("IMPORT_MAX_ZIP_MB", 2048) * 1024 * 1024  # size of the uploaded zip
+IMPORT_MAX_TOTAL_BYTES = envint("IMPORT_MAX_TOTAL_MB", 8192) * 1024 * 1024  # sum of uncompressed sizes
+IMPORT_MAX_MEMBERS = envint("IMPORT_MAX_MEMBERS", 100_000)  # files and folders in one zip
+IMPORT_MAX_RATIO = envint("IMPORT_MAX_RATIO", 100)  # uncompressed / compressed size of one member
+
 # --- Inference engine ----------------------------------------------------------------------
 # Each process that imports TensorFlow holds its models; keep few of them warm per process.
 MODEL_CACHE_SIZE = envint("MODEL_CACHE_SIZE", 3)

@@ -1,0 +1,385 @@
+"""Zip imports into a dataset: the database side of `training.archives`, run by the worker.
+
+The order is always: verify and write files (each one in a journal first), then one short
+transaction for the rows and the job's report, then drop the journal. A failure at any point
+undoes the files from the journal, so the dataset is left as it was; a killed worker is undone
+when the consumer starts again (`training.recovery`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from training import archives, splits, storage
+from training.models import Dataset, DatasetImage, ImportJob, Label
+from training.names import InvalidName, clean_label_name, label_key
+
+logger = logging.getLogger(__name__)
+
+# Progress rows are written at most this often: the page polls once a second and SQLite
+# prefers few, short writes.
+PROGRESS_INTERVAL = 1.0
+BULK_BATCH = 500
+
+PROCESS_TOKEN = uuid.uuid4().hex[:12]
+
+INTERRUPTED_MESSAGE = (
+    "The import was interrupted (the worker stopped while it ran), so it was undone: nothing was "
+    "imported. Upload the zip again to retry."
+)
+UNEXPECTED_MESSAGE = (
+    "The import stopped on an unexpected error and was undone: nothing was imported. Try again; "
+    "if it happens again, tell your administrator (the worker's log has the details)."
+)
+
+
+class ImportRefused(Exception):
+    """An import cannot start; str(error) says why, for the user."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _DatasetGone(Exception):
+    pass
+
+
+def zip_limits() -> archives.ZipLimits:
+    return archives.ZipLimits(
+        max_members=settings.IMPORT_MAX_MEMBERS,
+        max_total_bytes=settings.IMPORT_MAX_TOTAL_BYTES,
+        max_ratio=settings.IMPORT_MAX_RATIO,
+        max_file_bytes=settings.MAX_UPLOAD_BYTES,
+    )
+
+
+def worker_id() -> str:
+    """host:pid:token of this process, written on the job it runs (see `recovery.is_dead`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{PROCESS_TOKEN}"
+
+
+def image_store(dataset: Dataset, journal: storage.Journal) -> storage.ImageStore:
+    return storage.ImageStore(
+        dataset.folder, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS, journal=journal
+    )
+
+
+def _known_hashes(dataset: Dataset) -> set[str]:
+    return set(dataset.images.values_list("sha256", flat=True))
+
+
+# --- Starting an import (web process) --------------------------------------------------------
+
+
+def archives_dir() -> Path:
+    return Path(settings.DATA_DIR) / "imports"
+
+
+def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser | None) -> ImportJob:
+    """Keep the uploaded zip for the worker and queue the job once its row has committed."""
+    from training import tasks
+
+    folder = archives_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.zip"
+    with open(path, "wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+    try:
+        with transaction.atomic():
+            job = ImportJob.objects.create(
+                dataset=dataset,
+                created_by=user,
+                archive_name=os.path.basename(upload.name or "archive.zip")[:255],
+                archive_path=str(path),
+                archive_size=path.stat().st_size,
+            )
+            # After the commit, or the worker may look for a row that does not exist yet.
+            transaction.on_commit(lambda: tasks.import_archive(job.pk))
+    except IntegrityError:
+        path.unlink(missing_ok=True)
+        raise ImportRefused(
+            "An import is already running for this dataset. Wait for it to finish, then try again."
+        ) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return job
+
+
+def cancel_import(job: ImportJob) -> None:
+    """A queued job stops at once; a running one at its next progress write (about a second)."""
+    now = timezone.now()
+    stopped = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.FAILED, message="Cancelled before it started: nothing was imported.", finished_at=now
+    )
+    if stopped:
+        remove_archive(job.archive_path)
+    else:
+        ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(cancel_requested=True)
+
+
+# --- Running an import (worker) --------------------------------------------------------------
+
+
+class _Progress:
+    """Writes done/total and the heartbeat about once a second; raises when a cancel was asked."""
+
+    def __init__(self, job: ImportJob) -> None:
+        self.job = job
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done not in (0, total) and now - self.last < PROGRESS_INTERVAL:
+            return
+        self.last = now
+        _save_progress(self.job, done, total)
+
+
+def _save_progress(job: ImportJob, done: int, total: int) -> None:
+    rows = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING)
+    if not rows.update(done=done, total=total, heartbeat_at=timezone.now()):
+        raise _DatasetGone
+    if rows.filter(cancel_requested=True).exists():
+        raise _Cancelled
+
+
+def claim(job_id: int) -> ImportJob | None:
+    """Queued -> running, atomically: a task delivered twice, or a cancelled job, does nothing."""
+    now = timezone.now()
+    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker_id()
+    )
+    if not claimed:
+        return None
+    return ImportJob.objects.select_related("dataset", "created_by").get(pk=job_id)
+
+
+def run_import_job(job_id: int) -> ImportJob | None:
+    """The worker's whole job: claim, import, write rows and report, clean up. Never raises."""
+    job = claim(job_id)
+    if job is None:
+        logger.info("Import %s is not queued any more; nothing to do.", job_id)
+        return None
+    dataset = job.dataset
+    journal = storage.Journal(dataset.folder, f"import-{job.pk}")
+    try:
+        result = archives.import_zip(
+            job.archive_path,
+            store=image_store(dataset, journal),
+            known=_known_hashes(dataset),
+            existing_labels=dataset.label_key_map(),
+            limits=zip_limits(),
+            on_progress=_Progress(job),
+        )
+        with transaction.atomic():
+            _save_rows(dataset, result, job.created_by)
+            report = result.report()
+            ImportJob.objects.filter(pk=job.pk).update(
+                status=ImportJob.Status.SUCCEEDED,
+                message=_summary(report),
+                report=report,
+                done=F("total"),
+                finished_at=timezone.now(),
+            )
+        journal.forget()
+    except archives.ArchiveError as error:
+        _fail(job, str(error), journal)
+    except _Cancelled:
+        _fail(job, "Cancelled while it ran and undone: nothing was imported.", journal)
+    except _DatasetGone:
+        _fail(job, "The dataset was deleted while the import ran; nothing was kept.", journal)
+    except Exception:
+        logger.exception("Import %s failed", job.pk)
+        _fail(job, UNEXPECTED_MESSAGE, journal)
+    finally:
+        journal.close()
+        remove_archive(job.archive_path)
+    job.refresh_from_db()
+    return job
+
+
+def _summary(report: dict) -> str:
+    added, duplicates, rejected = report["added"], report["duplicates"], report["rejected"]
+    if not (added or duplicates or rejected):
+        return "The zip holds no images in label folders: put one folder per label in it, with the images inside."
+    parts = [f"Added {added} image{'s' if added != 1 else ''}"]
+    if duplicates:
+        parts.append(f"skipped {duplicates} duplicate{'s' if duplicates != 1 else ''}")
+    if rejected:
+        parts.append(f"rejected {rejected} file{'s' if rejected != 1 else ''} (reasons below)")
+    return ", ".join(parts) + "."
+
+
+def _fail(job: ImportJob, message: str, journal: storage.Journal | None = None) -> None:
+    """Undo the files, then record the failure. Only a running job changes state."""
+    if journal is not None:
+        journal.close()
+        undo_journal(job.dataset_id, journal.path)
+    ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
+        status=ImportJob.Status.FAILED, message=message, finished_at=timezone.now(), report={}
+    )
+
+
+def undo_journal(dataset_id: int, journal_path: Path) -> int:
+    known = set(DatasetImage.objects.filter(dataset_id=dataset_id).values_list("sha256", flat=True))
+    return storage.undo(journal_path, known.__contains__)
+
+
+def remove_archive(path: str) -> None:
+    if path:
+        Path(path).unlink(missing_ok=True)
+
+
+def labels_for(
+    dataset: Dataset, names: Iterable[str], descriptions: dict[str, str]
+) -> tuple[dict[str, Label], set[str]]:
+    """Existing labels by key, creating the missing ones; returns them and the keys created."""
+    labels = {label_key(label.name): label for label in dataset.labels.all()}
+    created = set()
+    for name in names:
+        key = label_key(name)
+        if key not in labels:
+            description = str(descriptions.get(name, ""))[:500]
+            labels[key] = Label.objects.create(dataset=dataset, name=name, description=description)
+            created.add(key)
+    return labels, created
+
+
+def _valid_names(names: Iterable[str]) -> list[str]:
+    valid = []
+    for name in names:
+        try:
+            valid.append(clean_label_name(name))
+        except InvalidName:
+            continue
+    return valid
+
+
+def _manifest_parts(manifest: dict | None) -> tuple[dict[str, str], dict[str, str]]:
+    """Label descriptions and splits from an export's transferlab.json; bad values are ignored."""
+    if not manifest:
+        return {}, {}
+    labels = manifest.get("labels")
+    descriptions = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
+    raw = manifest.get("splits")
+    chosen = {str(k): v for k, v in raw.items() if v in splits.SPLITS} if isinstance(raw, dict) else {}
+    return descriptions, chosen
+
+
+def _save_rows(dataset: Dataset, result: archives.ImportResult, user: AbstractBaseUser | None) -> None:
+    """Labels and image rows for what `archives.import_zip` stored. Runs inside the transaction."""
+    if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
+        raise _DatasetGone
+    was_empty = not dataset.images.exists()
+    descriptions, manifest_splits = _manifest_parts(result.manifest)
+    if was_empty and result.manifest:
+        _restore_settings(dataset, result.manifest)
+    added = _drop_raced_duplicates(dataset, result)
+    names = [a.label for a in added]
+    if was_empty:
+        names += _valid_names(descriptions)  # a restored export keeps its empty labels too
+    labels, created = labels_for(dataset, dict.fromkeys(names), descriptions)
+    for outcome in result.labels.values():
+        outcome.new = label_key(outcome.name) in created
+    chosen = manifest_splits if was_empty else {}
+    assignment = _assign_splits(dataset, added, labels, chosen)
+    rows = [
+        DatasetImage(
+            dataset=dataset,
+            label=labels[label_key(a.label)],
+            sha256=a.image.sha256,
+            original_name=a.original_name[:255],
+            format=a.image.format,
+            width=a.image.width,
+            height=a.image.height,
+            size_bytes=stored_size(dataset, a.image),
+            split=assignment[a.image.sha256],
+            added_by=user,
+        )
+        for a in added
+    ]
+    DatasetImage.objects.bulk_create(rows, batch_size=BULK_BATCH)
+    dataset.touch()
+
+
+def stored_size(dataset: Dataset, image: storage.StoredImage) -> int:
+    try:
+        return storage.image_path(dataset.folder, image.sha256, image.format).stat().st_size
+    except OSError:
+        return 0
+
+
+def _restore_settings(dataset: Dataset, manifest: dict) -> None:
+    """An export imported into an empty dataset brings back its split shares and seed."""
+    info = manifest.get("dataset")
+    if not isinstance(info, dict):
+        return
+    try:
+        shares = splits.Shares(validation=int(info["validation_percent"]), test=int(info["test_percent"]))
+        seed = int(info["split_seed"])
+    except (KeyError, TypeError, ValueError):
+        return
+    if seed < 0 or seed > 2**31 - 1:
+        return
+    dataset.validation_percent, dataset.test_percent, dataset.split_seed = shares.validation, shares.test, seed
+    dataset.save(update_fields=["validation_percent", "test_percent", "split_seed"])
+    if not dataset.description and isinstance(info.get("description"), str):
+        dataset.description = info["description"][:5000]
+        dataset.save(update_fields=["description"])
+
+
+def _drop_raced_duplicates(dataset: Dataset, result: archives.ImportResult) -> list[archives.Added]:
+    """An upload may have added the same picture while the zip was read: count it as a duplicate."""
+    hashes = [a.image.sha256 for a in result.added]
+    present: set[str] = set()
+    for start in range(0, len(hashes), BULK_BATCH):
+        chunk = hashes[start : start + BULK_BATCH]
+        present.update(dataset.images.filter(sha256__in=chunk).values_list("sha256", flat=True))
+    if not present:
+        return result.added
+    kept = []
+    for a in result.added:
+        if a.image.sha256 in present:
+            outcome = result.labels[a.label]
+            outcome.added -= 1
+            outcome.duplicate(a.original_name, "Added to the dataset by someone else during the import.")
+        else:
+            kept.append(a)
+    return kept
+
+
+def _assign_splits(
+    dataset: Dataset, added: list[archives.Added], labels: dict[str, Label], chosen: dict[str, str]
+) -> dict[str, str]:
+    """Splits for the new images: the manifest's choice when restoring an export, else `splits.assign`."""
+    counts = dataset.split_counts()
+    fresh: dict[int, list[str]] = {}
+    assignment: dict[str, str] = {}
+    for a in added:
+        label_id = labels[label_key(a.label)].pk
+        counts.setdefault(label_id, dict.fromkeys(splits.SPLITS, 0))
+        sha = a.image.sha256
+        if sha in chosen:
+            assignment[sha] = chosen[sha]
+            counts[label_id][chosen[sha]] += 1
+        else:
+            fresh.setdefault(label_id, []).append(sha)
+    for label_id, hashes in fresh.items():
+        assignment.update(splits.assign(hashes, counts[label_id], shares=dataset.shares, seed=dataset.split_seed))
+    return assignment

@@ -1,0 +1,119 @@
+"""Uploads into one label: a few files, verified and stored in the web request.
+
+Same rules, same report and same undo-on-failure as a zip import (`training.imports`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from classifier.imaging import ImageError
+from training import archives, splits, storage
+from training.imports import image_store, labels_for, stored_size, undo_journal
+from training.models import Dataset, DatasetImage, Label
+from training.names import label_key
+
+
+def add_uploads(dataset: Dataset, label: Label | str, files: list[UploadedFile], user: AbstractBaseUser | None) -> dict:
+    """Verify and store uploaded pictures into one label (created if given by name); returns the report.
+
+    Same rules and report as a zip import: duplicates skipped, bad files rejected with the reason.
+    """
+    name = label.name if isinstance(label, Label) else label
+    outcome = archives.LabelOutcome(name=name)
+    journal = storage.Journal(dataset.folder, f"upload-{uuid.uuid4().hex}")
+    store = image_store(dataset, journal)
+    pending: list[tuple[str, storage.StoredImage]] = []
+    seen: dict[str, str] = {}
+    try:
+        for upload in files:
+            filename = os.path.basename(upload.name or "image")[:255]
+            stored = _store_upload(upload, filename, dataset, store, outcome, seen)
+            if stored is not None:
+                pending.append((filename, stored))
+        with transaction.atomic():
+            if isinstance(label, str):
+                labels, created = labels_for(dataset, [label] if pending else [], {})
+                outcome.new = bool(created)
+                label = labels.get(label_key(label)) or label
+                outcome.name = label.name if isinstance(label, Label) else outcome.name
+            if pending and isinstance(label, Label):
+                _save_uploads(dataset, label, pending, outcome, user)
+        journal.forget()
+    except BaseException:
+        journal.close()
+        undo_journal(dataset.pk, journal.path)
+        raise
+    return archives.build_report([outcome])
+
+
+def _store_upload(
+    upload: UploadedFile,
+    filename: str,
+    dataset: Dataset,
+    store: storage.ImageStore,
+    outcome: archives.LabelOutcome,
+    seen: dict[str, str],
+) -> storage.StoredImage | None:
+    if upload.size is not None and upload.size > settings.MAX_UPLOAD_BYTES:
+        outcome.reject(filename, archives.too_large_message(upload.size, settings.MAX_UPLOAD_BYTES))
+        return None
+    upload.seek(0)
+    data = upload.read(settings.MAX_UPLOAD_BYTES + 1)
+    sha = storage.sha256(data)
+    if sha in seen:
+        outcome.duplicate(filename, f"Same picture as {seen[sha]}.")
+        return None
+    if dataset.images.filter(sha256=sha).exists():
+        outcome.duplicate(filename, "Already in the dataset.")
+        return None
+    try:
+        stored = store.save(data, sha)
+    except ImageError as error:
+        outcome.reject(filename, str(error))
+        return None
+    seen[sha] = filename
+    return stored
+
+
+def _save_uploads(
+    dataset: Dataset,
+    label: Label,
+    pending: list[tuple[str, storage.StoredImage]],
+    outcome: archives.LabelOutcome,
+    user: AbstractBaseUser | None,
+) -> None:
+    present = set(dataset.images.filter(sha256__in=[s.sha256 for _, s in pending]).values_list("sha256", flat=True))
+    fresh = []
+    for filename, stored in pending:
+        if stored.sha256 in present:
+            outcome.duplicate(filename, "Already in the dataset.")
+        else:
+            fresh.append((filename, stored))
+    counts = dataset.split_counts().get(label.pk, {})
+    assignment = splits.assign([s.sha256 for _, s in fresh], counts, shares=dataset.shares, seed=dataset.split_seed)
+    DatasetImage.objects.bulk_create(
+        [
+            DatasetImage(
+                dataset=dataset,
+                label=label,
+                sha256=s.sha256,
+                original_name=filename,
+                format=s.format,
+                width=s.width,
+                height=s.height,
+                size_bytes=stored_size(dataset, s),
+                split=assignment[s.sha256],
+                added_by=user,
+            )
+            for filename, s in fresh
+        ]
+    )
+    outcome.added += len(fresh)
+    dataset.touch()
