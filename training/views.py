@@ -1,8 +1,416 @@
-"""Datasets pages (placeholder until they land)."""
+"""Datasets pages: list, dataset page with its grid, labels, uploads, zip import, export, images.
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+Every view needs a login (LoginRequiredMiddleware). Anyone logged in may look; changes go through
+`_get_dataset_for_user(..., write=True)`, which allows staff and the dataset's owner when they
+hold the "add dataset" permission.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce, Lower
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+
+from classifier import imaging
+from training import exports, imports, readiness, uploads
+from training.forms import (
+    DatasetForm,
+    GridFilterForm,
+    ImageForm,
+    ImportForm,
+    LabelForm,
+    RedrawForm,
+    UploadForm,
+)
+from training.models import Dataset, DatasetImage, ImportJob, Label, Split
+
+PAGE_SIZE = 48
 
 
+def _get_dataset_for_user(request: HttpRequest, pk: int, write: bool = False) -> Dataset:
+    """The dataset, or 404; PermissionDenied when `write` and the user may not change it."""
+    dataset = get_object_or_404(Dataset.objects.select_related("created_by"), pk=pk)
+    if write and not dataset.can_be_changed_by(request.user):
+        raise PermissionDenied
+    return dataset
+
+
+def _get_image_for_user(request: HttpRequest, pk: int, write: bool = False) -> DatasetImage:
+    image = get_object_or_404(DatasetImage.objects.select_related("dataset", "label"), pk=pk)
+    if write and not image.dataset.can_be_changed_by(request.user):
+        raise PermissionDenied
+    return image
+
+
+def _get_label(dataset: Dataset, pk: int) -> Label:
+    return get_object_or_404(Label, pk=pk, dataset=dataset)
+
+
+def _post(request: HttpRequest):
+    """Form data on POST, else None: an empty POST must still give a bound form with its errors."""
+    return request.POST if request.method == "POST" else None
+
+
+def _files(request: HttpRequest):
+    return request.FILES if request.method == "POST" else None
+
+
+def _next_url(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return target
+    return default
+
+
+# --- Datasets ------------------------------------------------------------------------------
+
+
+@require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "error.html", {"title": "Datasets", "message": "Being built."})
+    labels = Label.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
+    images = DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
+    datasets = (
+        Dataset.objects.select_related("created_by")
+        .annotate(
+            label_count=Coalesce(Subquery(labels.values("n")), 0),
+            image_count=Coalesce(Subquery(images.values("n")), 0),
+        )
+        .order_by(Lower("name"))
+    )
+    return render(
+        request,
+        "training/dataset_list.html",
+        {"datasets": datasets, "can_create": Dataset.can_create(request.user)},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_create(request: HttpRequest) -> HttpResponse:
+    if not Dataset.can_create(request.user):
+        raise PermissionDenied
+    form = DatasetForm(_post(request))
+    if request.method == "POST" and form.is_valid():
+        dataset = form.save(commit=False)
+        dataset.created_by = request.user
+        dataset.save()
+        messages.success(
+            request, f"Dataset “{dataset.name}” created. Add labels and images: upload them or import a zip."
+        )
+        return redirect("training:dataset_detail", pk=dataset.pk)
+    return render(request, "training/dataset_form.html", {"form": form, "dataset": None})
+
+
+def _grid(request: HttpRequest, dataset: Dataset) -> dict:
+    """The thumbnail grid's page, filters and the query string its links keep."""
+    filters = GridFilterForm(request.GET or None, dataset=dataset)
+    images = dataset.images.select_related("label").order_by("-id")
+    params: dict[str, str] = {}
+    if filters.is_valid():
+        if filters.cleaned_data["label"]:
+            images = images.filter(label=filters.cleaned_data["label"])
+            params["label"] = str(filters.cleaned_data["label"].pk)
+        if filters.cleaned_data["split"]:
+            images = images.filter(split=filters.cleaned_data["split"])
+            params["split"] = filters.cleaned_data["split"]
+    page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
+    here = reverse("training:dataset_detail", args=[dataset.pk])
+    query = urlencode({**params, "page": page.number})
+    return {
+        "filters": filters,
+        "page": page,
+        "filter_query": urlencode(params),
+        "grid_url": here,
+        "back_url": f"{here}?{query}",
+    }
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk)
+    can_change = dataset.can_be_changed_by(request.user)
+    grid = _grid(request, dataset)
+    context = {"dataset": dataset, "can_change": can_change, **grid}
+    if request.htmx and request.htmx.target == "image-grid":
+        return render(request, "training/partials/_image_grid.html", {**context, "labels": dataset.labels.all()})
+    labels = list(dataset.labels.all())
+    counts = dataset.split_counts()
+    rows = []
+    for label in labels:
+        by_split = counts.get(label.pk, dict.fromkeys((s.value for s in Split), 0))
+        rows.append({"label": label, "total": sum(by_split.values()), **by_split})
+    top = max((r["total"] for r in rows), default=0)
+    for row in rows:
+        row["width"] = round(row["total"] * 100 / top, 1) if top else 0
+        row["shares"] = {s: round(row[s] * 100 / row["total"], 1) if row["total"] else 0 for s in Split.values}
+    warnings = readiness.warnings(
+        {r["label"].name: {s: r[s] for s in Split.values} for r in rows},
+        validation_percent=dataset.validation_percent,
+    )
+    context.update(
+        labels=labels,
+        label_rows=rows,
+        image_total=sum(r["total"] for r in rows),
+        warnings=warnings,
+        active_import=dataset.active_import(),
+        recent_imports=dataset.import_jobs.select_related("created_by")[:5],
+        label_form=LabelForm(dataset=dataset),
+        redraw_form=RedrawForm(initial={"seed": dataset.split_seed + 1}),
+    )
+    return render(request, "training/dataset_detail.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    form = DatasetForm(_post(request), instance=dataset)
+    if request.method == "POST" and form.is_valid():
+        dataset = form.save(commit=False)
+        dataset.save(update_fields=["name", "description", "validation_percent", "test_percent"])
+        messages.success(request, f"Dataset “{dataset.name}” saved.")
+        return redirect("training:dataset_detail", pk=dataset.pk)
+    return render(request, "training/dataset_form.html", {"form": form, "dataset": dataset})
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    active = dataset.active_import()
+    if request.method == "POST" and active is None:
+        name = dataset.name
+        dataset.delete()  # its folder goes once the delete commits (models._delete_dataset_folder)
+        messages.success(request, f"Dataset “{name}” and all its images were deleted.")
+        return redirect("training:dataset_list")
+    context = {"dataset": dataset, "active_import": active, "image_count": dataset.images.count()}
+    return render(
+        request,
+        "training/dataset_confirm_delete.html",
+        context,
+        status=409 if active and request.method == "POST" else 200,
+    )
+
+
+@require_POST
+def redraw_splits(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    form = RedrawForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The seed must be a whole number from 0 to 2147483647.")
+        return redirect("training:dataset_detail", pk=dataset.pk)
+    sizes = dataset.redraw_splits(form.cleaned_data["seed"])
+    messages.success(
+        request,
+        f"Splits re-drawn with seed {dataset.split_seed}: {sizes['train']} train, {sizes['validation']} validation, "
+        f"{sizes['test']} test.",
+    )
+    return redirect("training:dataset_detail", pk=dataset.pk)
+
+
+@require_GET
+def export_dataset(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+    dataset = _get_dataset_for_user(request, pk)
+    response = StreamingHttpResponse(exports.stream(dataset), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{exports.filename(dataset)}"'
+    return response
+
+
+# --- Labels --------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def label_create(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    form = LabelForm(_post(request), dataset=dataset)
+    if request.method == "POST" and form.is_valid():
+        label = Label.objects.create(
+            dataset=dataset, name=form.cleaned_data["name"], description=form.cleaned_data["description"]
+        )
+        messages.success(request, f"Label “{label.name}” added. Upload images into it, or import a zip.")
+        return redirect("training:dataset_detail", pk=dataset.pk)
+    return render(request, "training/label_form.html", {"form": form, "dataset": dataset, "label": None})
+
+
+@require_http_methods(["GET", "POST"])
+def label_edit(request: HttpRequest, pk: int, label_pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    label = _get_label(dataset, label_pk)
+    form = LabelForm(_post(request), dataset=dataset, instance=label)
+    if request.method == "POST" and form.is_valid():
+        label.name, label.description = form.cleaned_data["name"], form.cleaned_data["description"]
+        label.save(update_fields=["name", "description"])
+        dataset.touch()
+        messages.success(request, f"Label “{label.name}” saved.")
+        return redirect("training:dataset_detail", pk=dataset.pk)
+    return render(request, "training/label_form.html", {"form": form, "dataset": dataset, "label": label})
+
+
+@require_http_methods(["GET", "POST"])
+def label_delete(request: HttpRequest, pk: int, label_pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    label = _get_label(dataset, label_pk)
+    if request.method == "POST":
+        label.delete()
+        dataset.touch()
+        messages.success(request, f"Label “{label.name}” and its images were deleted.")
+        return redirect("training:dataset_detail", pk=dataset.pk)
+    context = {"dataset": dataset, "label": label, "image_count": label.images.count()}
+    return render(request, "training/label_confirm_delete.html", context)
+
+
+# --- Adding images ---------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def upload_images(request: HttpRequest, pk: int) -> HttpResponse:
+    """A few images into one label, synchronously (a zip import is the way for many)."""
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    initial = {"label": request.GET.get("label")} if request.GET.get("label", "").isdigit() else {}
+    form = UploadForm(_post(request), _files(request), dataset=dataset, initial=initial)
+    report = None
+    if request.method == "POST" and form.is_valid():
+        report = uploads.add_uploads(dataset, form.cleaned_data["target"], form.cleaned_data["images"], request.user)
+        form = UploadForm(dataset=dataset, initial={"label": _label_pk(dataset, report)})
+    context = {"form": form, "dataset": dataset, "report": report}
+    if request.htmx:
+        return render(request, "training/partials/_upload_form.html", context)
+    return render(request, "training/upload.html", context)
+
+
+def _label_pk(dataset: Dataset, report: dict) -> int | None:
+    """Keep the label just used selected for the next batch."""
+    name = report["labels"][0]["name"] if report["labels"] else None
+    return dataset.labels.filter(name=name).values_list("pk", flat=True).first()
+
+
+@require_http_methods(["GET", "POST"])
+def import_zip(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    active = dataset.active_import()
+    form = ImportForm(_post(request), _files(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = imports.start_import(dataset, form.cleaned_data["archive"], request.user)
+        except imports.ImportRefused as refusal:
+            form.add_error("archive", str(refusal))
+        else:
+            return redirect("training:import_detail", pk=dataset.pk, job_pk=job.pk)
+    return render(request, "training/import_form.html", {"form": form, "dataset": dataset, "active_import": active})
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def import_detail(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    """The job's page; its progress partial polls itself until the job ends."""
+    dataset = _get_dataset_for_user(request, pk)
+    job = get_object_or_404(ImportJob.objects.select_related("created_by"), pk=job_pk, dataset=dataset)
+    context = {"dataset": dataset, "job": job, "can_change": dataset.can_be_changed_by(request.user)}
+    if request.htmx:
+        return render(request, "training/partials/_import_progress.html", context)
+    return render(request, "training/import_detail.html", context)
+
+
+@require_POST
+def import_cancel(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    dataset = _get_dataset_for_user(request, pk, write=True)
+    job = get_object_or_404(ImportJob, pk=job_pk, dataset=dataset)
+    if job.is_active:
+        imports.cancel_import(job)
+        messages.info(request, "The import is being cancelled; nothing from it will be kept.")
+    return redirect("training:import_detail", pk=dataset.pk, job_pk=job.pk)
+
+
+# --- Images --------------------------------------------------------------------------------
+
+
+def _file_response(path, content_type: str, filename: str | None = None) -> FileResponse:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (FileResponse closes it)
+    except FileNotFoundError:
+        raise Http404("The image file is missing.") from None
+    response = FileResponse(handle, content_type=content_type)
+    if filename:
+        response["Content-Disposition"] = f'inline; filename="{filename.replace(chr(34), "")}"'
+    # The file behind an image id never changes (content-addressed); only logged-in users see it.
+    response["Cache-Control"] = "private, max-age=86400, immutable"
+    return response
+
+
+@require_GET
+def image_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
+    image = _get_image_for_user(request, pk)
+    return _file_response(image.thumbnail_path, "image/jpeg")
+
+
+@require_GET
+def image_original(request: HttpRequest, pk: int) -> FileResponse:
+    image = _get_image_for_user(request, pk)
+    return _file_response(image.path, imaging.content_type(image.format), image.original_name)
+
+
+@require_GET
+def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk)
+    dataset = image.dataset
+    can_change = dataset.can_be_changed_by(request.user)
+    form = ImageForm(initial={"label": image.label_id, "split": image.split}, dataset=dataset)
+    back = _next_url(request, reverse("training:dataset_detail", args=[dataset.pk]))
+    context = {"image": image, "dataset": dataset, "form": form, "can_change": can_change, "back_url": back}
+    return render(request, "training/image_detail.html", context)
+
+
+@require_POST
+def image_update(request: HttpRequest, pk: int) -> HttpResponse:
+    """Move an image to another label and/or split; HTMX gets the updated card back."""
+    image = _get_image_for_user(request, pk, write=True)
+    dataset = image.dataset
+    form = ImageForm(request.POST, dataset=dataset)
+    error = None
+    if form.is_valid():
+        image.label, image.split = form.cleaned_data["label"], form.cleaned_data["split"]
+        image.save(update_fields=["label", "split"])
+        dataset.touch()
+    else:
+        error = "Choose a label of this dataset and a split."
+    if request.htmx:
+        context = {
+            "image": image,
+            "dataset": dataset,
+            "can_change": True,
+            "labels": dataset.labels.all(),
+            "card_error": error,
+            "back_url": _next_url(request, ""),
+        }
+        return render(request, "training/partials/_image_card.html", context)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(
+            request, f"“{image.original_name}” is now in {image.label.name}, {image.get_split_display().lower()}."
+        )
+    return redirect(_next_url(request, reverse("training:dataset_detail", args=[dataset.pk])))
+
+
+@require_POST
+def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    image = _get_image_for_user(request, pk, write=True)
+    dataset, name = image.dataset, image.original_name
+    image.delete()  # the files go once the delete commits
+    dataset.touch()
+    back = _next_url(request, reverse("training:dataset_detail", args=[dataset.pk]))
+    if request.htmx:
+        if request.htmx.target and request.htmx.target.startswith("image-"):
+            return HttpResponse("")  # the card disappears from the grid
+        return HttpResponseClientRedirect(back)
+    messages.success(request, f"“{name}” was deleted.")
+    return redirect(back)

@@ -1,0 +1,186 @@
+"""Forms of the datasets pages. Every limit is checked here with a sentence for the user."""
+
+from __future__ import annotations
+
+import secrets
+
+from django import forms
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+
+from training import archives, imports
+from training.models import Dataset, Label, Split
+from training.names import InvalidName, clean_label_name, label_key
+
+
+class DatasetForm(forms.ModelForm):
+    """Create or rename a dataset; the shares apply to images added later (re-draw to apply to all)."""
+
+    class Meta:
+        model = Dataset
+        fields = ["name", "description", "validation_percent", "test_percent"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3})}
+
+    def clean_name(self) -> str:
+        name = " ".join(self.cleaned_data["name"].split())
+        if not name:
+            raise forms.ValidationError("Give the dataset a name.")
+        return name
+
+    def clean(self) -> dict:
+        data = super().clean()
+        validation, test = data.get("validation_percent"), data.get("test_percent")
+        if validation is not None and test is not None and validation + test > 90:
+            raise forms.ValidationError(
+                "Validation and test together can be at most 90 percent: training needs images too."
+            )
+        return data
+
+
+class LabelForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Becomes a folder name in exports and the class name of models.")
+    description = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args, dataset: Dataset, instance: Label | None = None, **kwargs) -> None:
+        if instance is not None:
+            kwargs.setdefault("initial", {"name": instance.name, "description": instance.description})
+        super().__init__(*args, **kwargs)
+        self.dataset = dataset
+        self.instance = instance
+
+    def clean_name(self) -> str:
+        try:
+            name = clean_label_name(self.cleaned_data["name"])
+        except InvalidName as error:
+            raise forms.ValidationError(str(error)) from None
+        others = self.dataset.labels.all()
+        if self.instance is not None:
+            others = others.exclude(pk=self.instance.pk)
+        if label_key(name) in {label_key(n) for n in others.values_list("name", flat=True)}:
+            raise forms.ValidationError(
+                f"This dataset already has a label “{name}” (names ignore case and surrounding spaces)."
+            )
+        return name
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several files in one field (Django's documented pattern); each is checked by the import code."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*", "multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None) -> list[UploadedFile]:
+        single = super().clean
+        if isinstance(data, (list, tuple)) and data:
+            return [single(d, initial) for d in data]
+        return [single(data, initial)]  # nothing sent: raises the "required" message
+
+
+class UploadForm(forms.Form):
+    """Images into an existing label, or into a new one named here."""
+
+    label = forms.ModelChoiceField(queryset=Label.objects.none(), required=False, empty_label="— new label —")
+    new_label = forms.CharField(label="New label name", max_length=200, required=False)
+    images = MultipleImageField(
+        error_messages={"required": "Choose one or more images to upload."},
+        help_text="JPEG, PNG, GIF, WebP, BMP or TIFF.",
+    )
+
+    def __init__(self, *args, dataset: Dataset, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.dataset = dataset
+        self.fields["label"].queryset = dataset.labels.all()
+        self.fields["images"].help_text = (
+            f"JPEG, PNG, GIF, WebP, BMP or TIFF; up to {settings.MAX_FILES_PER_REQUEST} files of "
+            f"{settings.MAX_UPLOAD_BYTES // 1_048_576} MB each. For more, import a zip."
+        )
+
+    def clean_images(self) -> list[UploadedFile]:
+        files = self.cleaned_data["images"]
+        if len(files) > settings.MAX_FILES_PER_REQUEST:
+            raise forms.ValidationError(
+                f"You chose {len(files)} files; at most {settings.MAX_FILES_PER_REQUEST} go in one upload. "
+                "Upload them in smaller groups, or import a zip."
+            )
+        return files
+
+    def clean(self) -> dict:
+        data = super().clean()
+        label, new_label = data.get("label"), (data.get("new_label") or "").strip()
+        if label is None and not new_label:
+            self.add_error("new_label", "Choose a label, or type the name of a new one.")
+        elif label is None:
+            try:
+                data["target"] = clean_label_name(new_label)
+            except InvalidName as error:
+                self.add_error("new_label", str(error))
+        else:
+            data["target"] = label
+        return data
+
+
+class ImportForm(forms.Form):
+    """A zip in the folder-per-class layout. Its directory is checked here, before any job starts."""
+
+    archive = forms.FileField(
+        label="Zip file",
+        error_messages={"required": "Choose a zip file to import."},
+        widget=forms.ClearableFileInput(attrs={"accept": ".zip,application/zip"}),
+    )
+
+    def clean_archive(self) -> UploadedFile:
+        archive = self.cleaned_data["archive"]
+        limit = settings.IMPORT_MAX_ZIP_BYTES
+        if archive.size > limit:
+            raise forms.ValidationError(
+                f"The zip is {archive.size / 1_048_576:,.0f} MB; the limit is {limit / 1_048_576:,.0f} MB "
+                "(IMPORT_MAX_ZIP_MB). Split it into smaller zips."
+            )
+        try:
+            with archives.open_zip(archive) as zf:
+                archives.inspect(zf, imports.zip_limits())
+        except archives.ArchiveError as error:
+            raise forms.ValidationError(str(error)) from None
+        finally:
+            archive.seek(0)
+        return archive
+
+
+class RedrawForm(forms.Form):
+    seed = forms.IntegerField(
+        min_value=0,
+        max_value=2**31 - 1,
+        required=False,
+        help_text="Leave empty for a new random seed; the same seed always gives the same splits.",
+    )
+
+    def clean_seed(self) -> int:
+        seed = self.cleaned_data.get("seed")
+        return secrets.randbelow(1_000_000) if seed is None else seed
+
+
+class ImageForm(forms.Form):
+    """Per-image actions on the dataset page: move to another label, change its split."""
+
+    label = forms.ModelChoiceField(queryset=Label.objects.none(), empty_label=None)
+    split = forms.ChoiceField(choices=Split.choices)
+
+    def __init__(self, *args, dataset: Dataset, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].queryset = dataset.labels.all()
+
+
+class GridFilterForm(forms.Form):
+    """Filters of the thumbnail grid; bad values are ignored rather than refused."""
+
+    label = forms.ModelChoiceField(queryset=Label.objects.none(), required=False, empty_label="All labels")
+    split = forms.ChoiceField(choices=[("", "All splits"), *Split.choices], required=False)
+
+    def __init__(self, *args, dataset: Dataset, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].queryset = dataset.labels.all()
