@@ -1,23 +1,36 @@
-"""Pretrained weights files in WEIGHTS_DIR: find them, import and verify them, download on request.
+"""Pretrained weights files in WEIGHTS_DIR: find them, recognise, import and verify them, download on request.
 
 No Django: callers pass the weights folder. Files keep Keras's own names, so a folder copied from
 `~/.keras/models` on another machine works as is. Nothing here reaches the network unless
 `download` is called, which only happens when an administrator asks for it.
+
+How a file is recognised: by its published name when it has one, else by its content. A file's
+layers and shapes (see `layouts`) match the counted layout of exactly one architecture, with or
+without its head; entries that differ only in input size (MobileNet at 128-224 pixels) share
+shapes, so for those the name or the administrator has to say which one. Refusals describe what
+the file looks like, so the administrator can tell a fine-tuned model from a truncated download.
 """
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import logging
 import os
 import shutil
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from classifier import zoo
+from classifier.layouts import Layout, LayoutError, read_layout
 from classifier.zoo import WeightsFile, ZooModel
+
+log = logging.getLogger(__name__)
+IMAGENET_CLASSES = 1000
 
 
 class WeightsError(Exception):
@@ -32,6 +45,21 @@ class Installed:
     include_top: bool
     path: Path
     hash_checked: bool
+    replaced: bool = False  # a file was installed under this name before: warm copies are stale
+
+    def describe(self) -> str:
+        head = head_words(self.include_top) + ("" if self.include_top else ", as a feature extractor")
+        check = (
+            f"its {self.model.weights_file(self.include_top).hash_algorithm} matches the published file"
+            if self.hash_checked
+            else "Keras publishes no hash for it, so it was checked by loading it"
+        )
+        verb = "Replaced" if self.replaced else "Installed"
+        return f"{verb} {self.path.name} for {self.model.name} {head}; {check}."
+
+
+def head_words(include_top: bool) -> str:
+    return "with its ImageNet head" if include_top else "without its head"
 
 
 def installed_path(model: ZooModel, weights_dir: Path, include_top: bool = True) -> Path | None:
@@ -43,6 +71,11 @@ def installed_path(model: ZooModel, weights_dir: Path, include_top: bool = True)
     return path if path.is_file() else None
 
 
+def import_command(model: ZooModel, include_top: bool = True) -> str:
+    wf = model.weights_file(include_top)
+    return f"python manage.py import_weights {wf.filename}" if wf else ""
+
+
 def missing_message(model: ZooModel, include_top: bool = True) -> str:
     """What an administrator needs to know to install the missing file, offline or not."""
     wf = model.weights_file(include_top)
@@ -50,7 +83,7 @@ def missing_message(model: ZooModel, include_top: bool = True) -> str:
         return f"Keras publishes no {'' if include_top else 'feature-extractor '}weights for {model.name}."
     return (
         f"The weights file {wf.filename} is not installed. Download it from {wf.url} (on any machine "
-        f"with internet access) and install it with `python manage.py import_weights {wf.filename}` "
+        f"with internet access) and install it with `{import_command(model, include_top)}` "
         "or the upload form on the Models page."
     )
 
@@ -65,35 +98,177 @@ def file_hashes(path: Path) -> dict[str, str]:
 
 
 def find_by_filename(filename: str) -> tuple[ZooModel, bool] | None:
-    """The entry (and whether it is the with-top file) that publishes a file of this exact name."""
+    """The entry (and whether it is the with-top file) that publishes a file of this exact name.
+
+    Both Keras's cache name and the URL's own name count ("nasnet_mobile.h5", "NASNet-mobile.h5").
+    """
     name = Path(filename).name
     for model in zoo.MODELS.values():
         for include_top, wf in ((True, model.top), (False, model.notop)):
-            if wf is not None and wf.filename == name:
+            if wf is not None and name in (wf.filename, wf.url_name):
                 return model, include_top
     return None
 
 
-def _check_hdf5(path: Path) -> None:
-    import h5py
-
-    if not h5py.is_hdf5(path):
-        raise WeightsError("This file is not an HDF5 weights file (.h5). Keras application weights are HDF5 files.")
-    try:
-        with h5py.File(path, "r") as f:
-            if "layer_names" not in f.attrs:
-                raise WeightsError(
-                    "This HDF5 file does not hold Keras application weights (it has no layer list). "
-                    "Use the published file, for example mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5."
-                )
-    except OSError:
-        raise WeightsError("This HDF5 file is damaged and cannot be read.") from None
+# --- Recognition by content -------------------------------------------------------------------
+def layout_matches(layout: Layout) -> list[tuple[ZooModel, bool]]:
+    """Every (entry, with head?) whose published file has exactly this file's layers and shapes."""
+    found = []
+    for model in zoo.all_models():
+        for include_top in (True, False):
+            known = model.layout(include_top)
+            if known and known["digest"] == layout.digest:
+                found.append((model, include_top))
+    return found
 
 
+def describe(layout: Layout, *, compare: bool = True) -> str:
+    """What a weights file looks like, in words an administrator can act on.
+
+    With `compare`, a file that fits no entry is also compared with the zoo's layer counts.
+    """
+    if not layout.layers:
+        return "It is a Keras weights file without any weights in it."
+    first, last = layout.layers[0].name, layout.layers[-1].name
+    classes = layout.head_classes
+    if classes == IMAGENET_CLASSES:
+        head = "ending in a 1000-class head (ImageNet's size)"
+    elif classes:
+        head = (
+            f"ending in a {classes}-class head, not ImageNet's 1000 classes: it looks like a model fine-tuned "
+            "for other classes rather than published ImageNet weights"
+        )
+    else:
+        head = "without a classification head (a feature extractor)"
+    text = (
+        f"It holds Keras weights for {len(layout.layers)} layers ({layout.parameters / 1e6:.2f} million "
+        f"parameters), from '{first}' to '{last}', {head}"
+    )
+    if layout.keras_version:
+        text += f", saved by Keras {layout.keras_version}"
+    if layout.whole_model:
+        text += " inside a whole saved model"
+    text += "."
+    same_depth = _same_depth(layout) if compare else ""
+    if same_depth:
+        text += (
+            f" It has as many layers as {same_depth} but different shapes: perhaps a width, class count or "
+            "version Keras does not publish."
+        )
+    return text
+
+
+def _same_depth(layout: Layout) -> str:
+    names: dict[str, None] = {}
+    for model in zoo.all_models():
+        for include_top in (True, False):
+            known = model.layout(include_top)
+            if known and known["layers"] == len(layout.layers):
+                family = model.family if model.family.startswith("MobileNet") else model.name
+                names.setdefault(f"{family} ({head_words(include_top)})", None)
+    listed = list(names)
+    if not listed:
+        return ""
+    return ", ".join(listed[:4]) + (" and others" if len(listed) > 4 else "")
+
+
+def _names(models: list[ZooModel]) -> str:
+    return ", ".join(m.key for m in models)
+
+
+def _variant_name(model: ZooModel) -> str:
+    """The name without the input size: what entries sharing one architecture have in common."""
+    return model.name.split(" @")[0]
+
+
+def recognise(
+    layout: Layout, filename: str, *, model: ZooModel | None = None, include_top: bool | None = None
+) -> tuple[ZooModel, bool]:
+    """Which entry a file is for, from what the administrator said, its name and its content.
+
+    What the administrator says wins over the name, and the content must agree with either.
+    Raises WeightsError with a sentence that says what the file looks like when nothing fits,
+    and asks for the variant when several entries share its shapes.
+    """
+    matches = layout_matches(layout)
+    if model is not None:
+        return _check_fits(layout, filename, model, include_top, matches, said_by="you")
+    by_name = find_by_filename(filename)
+    if by_name is not None:
+        top = by_name[1] if include_top is None else include_top
+        return _check_fits(layout, filename, by_name[0], top, matches, said_by="its name")
+    if not matches:
+        raise WeightsError(
+            f"TransferLab cannot tell which model {filename} belongs to: its name is not one Keras publishes "
+            f"and its content fits no model of the zoo. {describe(layout)}"
+        )
+    if include_top is not None and all(top != include_top for _, top in matches):
+        found = matches[0]
+        raise WeightsError(
+            f"{filename} holds {_variant_name(found[0])} weights {head_words(found[1])}, not "
+            f"{head_words(include_top)} as you said. Import it without --top/--no-top, or choose the other file."
+        )
+    if len(matches) == 1:
+        return matches[0]
+    models = [m for m, _ in matches]
+    if len({(m.architecture, top) for m, top in matches}) == 1:
+        sizes = ", ".join(str(m.input_size) for m in sorted(models, key=lambda m: m.input_size))
+        raise WeightsError(
+            f"{filename} holds {_variant_name(models[0])} weights {head_words(matches[0][1])}. Keras publishes "
+            f"these for several input sizes ({sizes} pixels) with the same shapes, so the content cannot tell "
+            f"which one it is. Say which model it is ({_names(models)}) with --model or the upload form's model "
+            "choice, or keep the file's published name."
+        )
+    raise WeightsError(
+        f"{filename} fits several models of the zoo ({_names(models)}). Say which one it is with --model or "
+        "the upload form's model choice."
+    )
+
+
+def _check_fits(
+    layout: Layout,
+    filename: str,
+    model: ZooModel,
+    include_top: bool | None,
+    matches: list[tuple[ZooModel, bool]],
+    said_by: str,
+) -> tuple[ZooModel, bool]:
+    """The entry someone named (the admin, or the file's published name), if the content agrees."""
+    if model.layout(True) is None:  # no counted facts for this entry: the load check decides
+        return model, True if include_top is None else include_top
+    fitting = [top for top in (True, False) if (model.layout(top) or {}).get("digest") == layout.digest]
+    if include_top is None and fitting:
+        return model, fitting[0]
+    if include_top in fitting:
+        return model, include_top
+    if fitting:  # the right model, the other head
+        what = f"{model.name} weights {head_words(fitting[0])}"
+        fix = (
+            f"rename it to {model.weights_file(fitting[0]).filename}"
+            if said_by == "its name"
+            else f"import it with {'--top' if fitting[0] else '--no-top'} (or the matching choice in the form)"
+        )
+        raise WeightsError(f"{filename} holds {what}, but {said_by} said {head_words(include_top)}: {fix}.")
+    wanted = head_words(include_top) if include_top is not None else "with or without its head"
+    expected = model.layout(include_top if include_top is not None else True)
+    millions = expected["parameters"] / 1e6
+    text = (
+        f"{filename} does not fit {model.name} ({wanted}) as {said_by} said: that file holds {expected['layers']} "
+        f"layers ({millions:.2f} million parameters). {describe(layout, compare=not matches)}"
+    )
+    if matches:
+        found, top = matches[0]
+        others = [m for m, _ in matches]
+        name = found.name if len(others) == 1 else f"{_variant_name(found)} ({_names(others)})"
+        text += f" Its layers are those of {name} {head_words(top)}: say that model instead."
+    raise WeightsError(text)
+
+
+# --- Import -----------------------------------------------------------------------------------
 def _check_hash(path: Path, wf: WeightsFile) -> bool:
     if not wf.file_hash:
         return False
-    algorithm = "sha256" if len(wf.file_hash) == 64 else "md5"
+    algorithm = wf.hash_algorithm
     actual = file_hashes(path)[algorithm]
     if actual != wf.file_hash.lower():
         raise WeightsError(
@@ -107,10 +282,10 @@ def verify_loads(path: Path, model: ZooModel, include_top: bool) -> None:
     """Build the architecture and load the file into it: the proof a file really fits."""
     try:
         keras_model = model.build(weights=path, include_top=include_top)
-    except (ValueError, KeyError, OSError, IndexError, TypeError) as exc:
-        kind = "with" if include_top else "without"
+    except Exception as exc:  # Keras and h5py raise many kinds; each means "does not load"
+        log.info("weights file %s does not load into %s: %r", path, model.key, exc)
         raise WeightsError(
-            f"This file does not fit {model.name} ({kind} its ImageNet head): {_first_line(exc)}"
+            f"This file does not load into {model.name} ({head_words(include_top)}): {_first_line(exc)}"
         ) from None
     del keras_model
     gc.collect()
@@ -131,43 +306,66 @@ def import_file(
 ) -> Installed:
     """Check a weights file and install it under its published name; the source is left as it was.
 
-    Which entry it belongs to comes from `model` when the admin says, else from its file name.
-    The file is copied next to its destination, verified there and renamed into place, so a
-    failed import never leaves a half-written or unverified file where the engine looks.
+    Which entry it belongs to comes from `model` when the admin says, else from its file name,
+    else from its content. The file is copied next to its destination, verified there and renamed
+    into place, so a failed import never leaves a half-written or unverified file where the
+    engine looks.
     """
     source = Path(source)
-    name = original_name or source.name
+    name = Path(original_name or source.name).name
     if not source.is_file() or source.stat().st_size == 0:
         raise WeightsError(f"{name} is empty or missing.")
-    _check_hdf5(source)
-    if model is None:
-        found = find_by_filename(name)
-        if found is None:
-            raise WeightsError(
-                f"TransferLab cannot tell which model {name} belongs to: its name is not one Keras publishes. "
-                "Say which model it is (import_weights --model KEY) or keep the published file name."
-            )
-        model, top_from_name = found
-        include_top = top_from_name if include_top is None else include_top
-    elif include_top is None:
-        found = find_by_filename(name)
-        include_top = found[1] if found and found[0].key == model.key else True
+    try:
+        layout = read_layout(source)
+    except LayoutError as exc:
+        raise WeightsError(f"{name} cannot be installed. {exc}") from None
+    model, include_top = recognise(layout, name, model=model, include_top=include_top)
     wf = model.weights_file(include_top)
     if wf is None:
-        raise WeightsError(f"Keras publishes no weights for {model.name} without its head.")
+        raise WeightsError(f"Keras publishes no weights for {model.name} {head_words(include_top)}.")
     hash_checked = _check_hash(source, wf)
 
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
+    final = weights_dir / wf.filename
+    replaced = final.exists()
     staging = weights_dir / f".incoming-{uuid.uuid4().hex}-{wf.filename}"
     try:
         shutil.copyfile(source, staging)
         verify_loads(staging, model, include_top)
-        final = weights_dir / wf.filename
         os.replace(staging, final)
     finally:
         staging.unlink(missing_ok=True)
-    return Installed(model=model, include_top=include_top, path=final, hash_checked=hash_checked)
+    return Installed(model=model, include_top=include_top, path=final, hash_checked=hash_checked, replaced=replaced)
+
+
+# --- Download (only when an administrator asks) -----------------------------------------------
+def _resolve_host(url: str, timeout: float) -> None:
+    """Name resolution ignores socket timeouts: give it the same limit so an offline server fails fast."""
+    host = urlparse(url).hostname or ""
+    outcome: dict[str, BaseException | None] = {}
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            outcome["error"] = None
+        except OSError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=resolve, daemon=True, name="weights-dns")
+    worker.start()
+    worker.join(timeout)
+    if "error" not in outcome:
+        raise OSError(f"looking up {host} took more than {timeout:g} seconds")
+    if outcome["error"] is not None:
+        raise OSError(f"cannot look up {host}: {outcome['error']}")
+
+
+def _fetch(url: str, filename: str, file_hash: str | None, folder: Path) -> Path:
+    """Keras's own download path: official URL, hash checked when Keras publishes one."""
+    from keras.utils import get_file
+
+    return Path(get_file(filename, url, file_hash=file_hash, cache_dir=str(folder), cache_subdir="."))
 
 
 def download(model: ZooModel, weights_dir: Path, *, include_top: bool = True, timeout: float = 30) -> Installed:
@@ -176,27 +374,28 @@ def download(model: ZooModel, weights_dir: Path, *, include_top: bool = True, ti
     Only called when an administrator asks. A machine without internet access fails within
     `timeout` seconds with a message that says how to install the file by hand.
     """
-    from keras.utils import get_file
-
     wf = model.weights_file(include_top)
     if wf is None:
-        raise WeightsError(f"Keras publishes no weights for {model.name} without its head.")
+        raise WeightsError(f"Keras publishes no weights for {model.name} {head_words(include_top)}.")
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
+    partial = weights_dir / f".download-{wf.filename}"
+    partial.unlink(missing_ok=True)  # a download killed half way must not pass for a finished one
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:
-        fetched = get_file(
-            f".download-{wf.filename}", wf.url, file_hash=wf.file_hash, cache_dir=str(weights_dir), cache_subdir="."
-        )
+        _resolve_host(wf.url, timeout)
+        fetched = _fetch(wf.url, partial.name, wf.file_hash, weights_dir)
     except Exception as exc:
         raise WeightsError(
             f"Could not download {wf.filename} from {wf.url} ({_first_line(exc)}). If this server has no "
-            "internet access, download the file on another machine and import it."
+            f"internet access, download the file on another machine and install it with "
+            f"`{import_command(model, include_top)}` or the upload form on the Models page."
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
     try:
-        return import_file(Path(fetched), weights_dir, model=model, include_top=include_top, original_name=wf.filename)
+        return import_file(fetched, weights_dir, model=model, include_top=include_top, original_name=wf.filename)
     finally:
-        Path(fetched).unlink(missing_ok=True)
+        fetched.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)

@@ -132,3 +132,17 @@ def bob_client(client, bob):
 def staff_client(client, staff):
     client.force_login(staff)
     return client
+
+
+@pytest.fixture
+def weights_file(weights_cache):
+    """Call with a registry key to get a generated weights file under its published name (not installed)."""
+    from classifier import zoo
+
+    def make(key: str, include_top: bool = True) -> Path:
+        cached = weights_cache / zoo.get(key).weights_file(include_top).filename
+        if not cached.exists():
+            make_zoo_weights(key, weights_cache, include_top=include_top)
+        return cached
+
+    return make
