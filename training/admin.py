@@ -1,0 +1,315 @@
+"""The Django admin for datasets: counts, inlines, thumbnails, filters and bulk actions.
+
+Staff manage everything (the issue's rule), so each admin grants its permissions to active staff
+users instead of relying on per-model permission rows; non-staff never reach the admin at all.
+Files follow the rows: deleting images or datasets here removes their files once it commits.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from training import imports
+from training.forms import ImportForm
+from training.models import Dataset, DatasetImage, ImportJob, Label, Split
+
+
+class StaffManageMixin:
+    """Staff manage every dataset, label, image and import (see the module docstring)."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest, *args) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.has_module_permission(request)
+
+
+def _thumbnail(image: DatasetImage, side: int = 64) -> str:
+    return format_html(
+        '<img src="{}" alt="" width="{}" height="{}" style="object-fit: cover; border-radius: 4px;" loading="lazy">',
+        reverse("training:image_thumbnail", args=[image.pk]),
+        side,
+        side,
+    )
+
+
+class LabelInline(StaffManageMixin, admin.TabularInline):
+    model = Label
+    fields = ["name", "description", "image_count"]
+    readonly_fields = ["image_count"]
+    extra = 0
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(n_images=Count("images"))
+
+    @admin.display(description="images")
+    def image_count(self, label: Label) -> int:
+        return getattr(label, "n_images", 0)
+
+
+@admin.register(Dataset)
+class DatasetAdmin(StaffManageMixin, admin.ModelAdmin):
+    list_display = ["name", "label_count", "image_count", "created_by", "updated_at"]
+    search_fields = ["name", "description"]
+    list_filter = ["created_by"]
+    readonly_fields = ["created_at", "updated_at", "split_seed", "folder_path"]
+    fields = [
+        "name",
+        "description",
+        "created_by",
+        ("validation_percent", "test_percent"),
+        "split_seed",
+        ("created_at", "updated_at"),
+        "folder_path",
+    ]
+    inlines = [LabelInline]
+    change_form_template = "admin/training/dataset/change_form.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("created_by")
+            .annotate(n_labels=Count("labels", distinct=True), n_images=Count("images", distinct=True))
+        )
+
+    @admin.display(description="labels", ordering="n_labels")
+    def label_count(self, dataset: Dataset) -> int:
+        return dataset.n_labels
+
+    @admin.display(description="images", ordering="n_images")
+    def image_count(self, dataset: Dataset) -> int:
+        return dataset.n_images
+
+    @admin.display(description="files")
+    def folder_path(self, dataset: Dataset) -> str:
+        return str(dataset.folder) if dataset.pk else "—"
+
+    def save_model(self, request: HttpRequest, obj: Dataset, form, change: bool) -> None:
+        if not change and obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
+        if obj is not None and obj.active_import() is not None:
+            return False  # the import would write into a folder that is being removed
+        return super().has_delete_permission(request, obj)
+
+    def get_urls(self):
+        custom = [
+            path(
+                "<int:pk>/import/",
+                self.admin_site.admin_view(self.import_zip_view),
+                name="training_dataset_import",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def import_zip_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Start a zip import from the admin; the progress page is the app's own."""
+        dataset = get_object_or_404(Dataset, pk=pk)
+        if not self.has_change_permission(request, dataset):
+            raise PermissionDenied
+        form = ImportForm(*((request.POST, request.FILES) if request.method == "POST" else ()))
+        if request.method == "POST" and form.is_valid():
+            try:
+                job = imports.start_import(dataset, form.cleaned_data["archive"], request.user)
+            except imports.ImportRefused as refusal:
+                form.add_error("archive", str(refusal))
+            else:
+                url = reverse("training:import_detail", args=[dataset.pk, job.pk])
+                self.message_user(
+                    request,
+                    format_html('Import of “{}” queued. <a href="{}">Follow its progress</a>.', job.archive_name, url),
+                    messages.SUCCESS,
+                )
+                return redirect("admin:training_importjob_change", job.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import a zip into {dataset}",
+            "opts": self.model._meta,
+            "original": dataset,
+            "form": form,
+            "active_import": dataset.active_import(),
+        }
+        return TemplateResponse(request, "admin/training/dataset/import_zip.html", context)
+
+
+class MoveToLabelForm(forms.Form):
+    label = forms.ModelChoiceField(queryset=Label.objects.none(), label="Move to label")
+
+    def __init__(self, *args, dataset: Dataset, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].queryset = dataset.labels.all()
+
+
+@admin.register(DatasetImage)
+class DatasetImageAdmin(StaffManageMixin, admin.ModelAdmin):
+    list_display = ["thumbnail", "original_name", "dataset", "label", "split", "dimensions", "added_by", "created_at"]
+    list_display_links = ["thumbnail", "original_name"]
+    list_filter = ["dataset", ("label", admin.RelatedOnlyFieldListFilter), "split"]
+    search_fields = ["original_name", "sha256"]
+    list_select_related = ["dataset", "label", "added_by"]
+    list_per_page = 50
+    actions = ["move_to_label", "set_split_train", "set_split_validation", "set_split_test", "delete_selected"]
+    fields = ["preview", "dataset", "label", "split", "original_name", "format", "dimensions", "size_bytes",
+              "sha256", "added_by", "created_at"]  # fmt: skip
+    readonly_fields = ["preview", "dataset", "original_name", "format", "dimensions", "size_bytes", "sha256",
+                       "added_by", "created_at"]  # fmt: skip
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # images arrive through uploads and zip imports, which verify them
+
+    @admin.display(description="image")
+    def thumbnail(self, image: DatasetImage) -> str:
+        return _thumbnail(image)
+
+    @admin.display(description="preview")
+    def preview(self, image: DatasetImage) -> str:
+        return format_html(
+            '<a href="{}">{}</a>', reverse("training:image_original", args=[image.pk]), _thumbnail(image, 256)
+        )
+
+    @admin.display(description="size")
+    def dimensions(self, image: DatasetImage) -> str:
+        return f"{image.width} × {image.height}"
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        """On an image's page, only the labels of its own dataset are offered."""
+        if db_field.name == "label" and request.resolver_match and request.resolver_match.kwargs.get("object_id"):
+            image = DatasetImage.objects.filter(pk=request.resolver_match.kwargs["object_id"]).first()
+            if image is not None:
+                kwargs["queryset"] = Label.objects.filter(dataset_id=image.dataset_id)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: DatasetImage, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        obj.dataset.touch()
+
+    @admin.action(description="Move selected images to another label")
+    def move_to_label(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        datasets = set(queryset.values_list("dataset_id", flat=True))
+        if len(datasets) != 1:
+            self.message_user(
+                request,
+                "Choose images of one dataset at a time: a label belongs to one dataset. Filter by dataset first.",
+                messages.ERROR,
+            )
+            return None
+        dataset = Dataset.objects.get(pk=datasets.pop())
+        form = MoveToLabelForm(request.POST if "apply" in request.POST else None, dataset=dataset)
+        if form.is_valid():
+            label = form.cleaned_data["label"]
+            with transaction.atomic():
+                count = queryset.update(label=label)
+                dataset.touch()
+            self.message_user(
+                request, f"Moved {count} image{'s' if count != 1 else ''} to “{label}”.", messages.SUCCESS
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Move images to another label",
+            "opts": self.model._meta,
+            "images": queryset.select_related("label")[:100],
+            "count": queryset.count(),
+            "selected": queryset.values_list("pk", flat=True),
+            "form": form,
+            "dataset": dataset,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/training/datasetimage/move_to_label.html", context)
+
+    def _set_split(self, request: HttpRequest, queryset: QuerySet, split: Split) -> None:
+        with transaction.atomic():
+            count = queryset.update(split=split)
+            for dataset in Dataset.objects.filter(pk__in=queryset.values("dataset_id")):
+                dataset.touch()
+        self.message_user(
+            request,
+            f"{count} image{'s' if count != 1 else ''} now in the {split.label.lower()} split.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Set split: train")
+    def set_split_train(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_split(request, queryset, Split.TRAIN)
+
+    @admin.action(description="Set split: validation")
+    def set_split_validation(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_split(request, queryset, Split.VALIDATION)
+
+    @admin.action(description="Set split: test")
+    def set_split_test(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_split(request, queryset, Split.TEST)
+
+
+@admin.register(Label)
+class LabelAdmin(StaffManageMixin, admin.ModelAdmin):
+    list_display = ["name", "dataset", "image_count", "description"]
+    list_filter = ["dataset"]
+    search_fields = ["name", "description", "dataset__name"]
+    list_select_related = ["dataset"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(n_images=Count("images"))
+
+    @admin.display(description="images", ordering="n_images")
+    def image_count(self, label: Label) -> int:
+        return label.n_images
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Label | None = None) -> list[str]:
+        return ["dataset"] if obj is not None else []
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(StaffManageMixin, admin.ModelAdmin):
+    list_display = ["archive_name", "dataset", "status", "progress", "created_by", "created_at", "finished_at"]
+    list_filter = ["status", "dataset"]
+    search_fields = ["archive_name", "dataset__name", "message"]
+    list_select_related = ["dataset", "created_by"]
+    readonly_fields = ["dataset", "archive_name", "archive_size", "status", "message", "progress", "report_table",
+                       "created_by", "created_at", "started_at", "heartbeat_at", "finished_at", "worker"]  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # imports start from a dataset's "Import zip" page
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the worker writes these rows; the admin only shows them
+
+    def has_delete_permission(self, request: HttpRequest, obj: ImportJob | None = None) -> bool:
+        if obj is not None and obj.is_active:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="progress")
+    def progress(self, job: ImportJob) -> str:
+        return f"{job.done} / {job.total} ({job.percent}%)"
+
+    @admin.display(description="report")
+    def report_table(self, job: ImportJob) -> str:
+        from django.template.loader import render_to_string
+
+        if not job.report:
+            return "—"
+        return render_to_string("training/partials/_import_report.html", {"report": job.report})
