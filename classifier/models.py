@@ -96,3 +96,54 @@ class ApiToken(models.Model):
             return None
         cls.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return token.user
+
+
+class WeightsDownload(models.Model):
+    """An administrator's request to fetch one published weights file; the worker records how it went.
+
+    The Models page reads the latest row per model to show "downloading" or the failure message,
+    so an offline server says why a download did not happen instead of spinning forever.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Downloading"
+        DONE = "done", "Installed"
+        FAILED = "failed", "Failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    model_key = models.CharField("model", max_length=100, help_text="Registry key of the model.")
+    include_top = models.BooleanField(default=True, help_text="The file with the ImageNet head (else without).")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    message = models.TextField(blank=True, help_text="What happened, in words for the administrator.")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "weights download"
+        indexes = [
+            # The Models page reads the latest attempt per model.
+            models.Index(fields=["model_key", "-created_at"], name="weightsdownload_model_recent"),
+        ]
+        constraints = [
+            # installs.request_download relies on this: a second click while one is queued or running
+            # finds the first one instead of fetching the same file twice.
+            models.UniqueConstraint(
+                fields=["model_key", "include_top"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="weightsdownload_one_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_key} ({'with' if self.include_top else 'without'} head): {self.get_status_display()}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE

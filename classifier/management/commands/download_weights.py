@@ -1,0 +1,64 @@
+"""Fetch published weights from Keras's official URLs, for a server that has internet access.
+
+    python manage.py download_weights mobilenetv2 resnet50
+    python manage.py download_weights efficientnetb0 --no-top
+
+Each download goes through Keras's own download path (hash checked when Keras publishes one), then
+the same checks as import_weights, and is recorded so the Models page shows it. Gives up after
+WEIGHTS_DOWNLOAD_TIMEOUT seconds without an answer; on an offline server, use import_weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from classifier import installs, weights, zoo
+from classifier.models import WeightsDownload
+
+
+class Command(BaseCommand):
+    help = "Download published Keras application weights into the weights folder (needs internet access)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("models", nargs="+", metavar="KEY", help="registry keys, e.g. mobilenetv2 resnet50")
+        parser.add_argument(
+            "--top",
+            dest="include_top",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="the file with the ImageNet head (default) or without it (--no-top, for training)",
+        )
+
+    def handle(self, *args, models: list[str], include_top: bool, **options) -> None:
+        try:
+            entries = [zoo.get(key) for key in models]
+        except zoo.UnknownModel as exc:
+            raise CommandError(f"{exc} The Models page lists every key.") from None
+        failed = 0
+        for model in entries:
+            wf = model.weights_file(include_top)
+            self.stdout.write(f"Downloading {wf.filename} from {wf.url} ...")
+            record = WeightsDownload.objects.create(
+                model_key=model.key,
+                include_top=include_top,
+                status=WeightsDownload.Status.RUNNING,
+                started_at=timezone.now(),
+            )
+            try:
+                installed = weights.download(
+                    model, settings.WEIGHTS_DIR, include_top=include_top, timeout=settings.WEIGHTS_DOWNLOAD_TIMEOUT
+                )
+            except weights.WeightsError as exc:
+                failed += 1
+                installs.finish(record, WeightsDownload.Status.FAILED, str(exc))
+                self.stderr.write(self.style.ERROR(str(exc)))
+                continue
+            installs.forget_warm(model.key)
+            installs.finish(record, WeightsDownload.Status.DONE, installed.describe())
+            self.stdout.write(self.style.SUCCESS(installed.describe()))
+        if failed:
+            raise CommandError(f"{failed} of {len(entries)} download(s) failed.")

@@ -1,0 +1,145 @@
+"""`manage.py import_weights` and `manage.py download_weights`: what the IT person types and reads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+
+from classifier import inference, weights
+from classifier.models import WeightsDownload
+
+FAST = "mobilenet-0.5-128"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_a_published_file_is_installed_and_the_command_says_where(weights_file):
+    out, err = run("import_weights", str(weights_file(FAST)))
+    assert "Installed mobilenet_5_0_128_tf.h5 for MobileNet 0.5 @128 with its ImageNet head" in out
+    assert f"Weights folder: {settings.WEIGHTS_DIR}" in out
+    assert err == ""
+    assert (Path(settings.WEIGHTS_DIR) / "mobilenet_5_0_128_tf.h5").is_file()
+
+
+def test_each_file_gets_its_line_and_any_refusal_fails_the_command(weights_file, tmp_path):
+    bad = tmp_path / "notes.h5"
+    bad.write_text("not weights")
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match=r"1 of 3 files refused; nothing was changed for those\."):
+        call_command(
+            "import_weights",
+            str(weights_file(FAST)),
+            str(bad),
+            str(weights_file(FAST, include_top=False)),
+            stdout=out,
+            stderr=err,
+        )
+    assert "Installed mobilenet_5_0_128_tf.h5" in out.getvalue()
+    assert "Installed mobilenet_5_0_128_tf_no_top.h5" in out.getvalue()
+    assert f"Refused {bad}: notes.h5 cannot be installed. It is not an HDF5 file" in err.getvalue()
+
+
+def test_model_and_head_options_name_the_variant_of_a_renamed_file(weights_file, tmp_path):
+    renamed = tmp_path / "weights.h5"
+    shutil.copyfile(weights_file(FAST, include_top=False), renamed)
+    with pytest.raises(CommandError):
+        run("import_weights", str(renamed))
+    out, _ = run("import_weights", str(renamed), "--model", "mobilenet-0.5-192", "--no-top")
+    assert "Installed mobilenet_5_0_192_tf_no_top.h5 for MobileNet 0.5 @192 without its head" in out
+
+
+def test_a_wrong_head_option_is_refused_with_the_fix(weights_file):
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_weights", str(weights_file(FAST)), "--model", FAST, "--no-top", stdout=out, stderr=err)
+    assert "holds MobileNet 0.5 @128 weights with its ImageNet head, but you said without its head" in err.getvalue()
+    assert "import it with --top" in err.getvalue()
+
+
+def test_an_unknown_model_key_is_an_error_before_any_file_is_read(tmp_path):
+    with pytest.raises(CommandError, match=r"Unknown model 'resnet9000'.*Models page lists every key"):
+        run("import_weights", str(tmp_path / "x.h5"), "--model", "resnet9000")
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(CommandError):
+        run("import_weights", str(tmp_path / "nowhere.h5"))
+
+
+def test_importing_makes_a_warm_model_reload(install_weights, weights_file):
+    install_weights(FAST)
+    inference.get_engine().get(FAST)
+    assert inference.engine_state(FAST) == "ready"
+    out, _ = run("import_weights", str(weights_file(FAST)))
+    assert "Replaced mobilenet_5_0_128_tf.h5" in out
+    assert inference.engine_state(FAST) is None
+
+
+def test_the_real_command_line_exits_non_zero_on_refusal(tmp_path):
+    bad = tmp_path / "broken.h5"
+    bad.write_bytes(b"\x00" * 64)
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "import_weights", str(bad)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Refused" in done.stderr and "It is not an HDF5 file" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- download_weights: the network call is replaced, nothing leaves this machine ---------------
+@pytest.fixture
+def offline(monkeypatch):
+    def no_network(url, filename, file_hash, target):
+        raise OSError("<urlopen error timed out>")
+
+    monkeypatch.setattr(weights, "_resolve_host", lambda url, timeout: None)
+    monkeypatch.setattr(weights, "_fetch", no_network)
+
+
+@pytest.mark.django_db
+def test_download_command_offline_fails_clearly_and_records_the_attempt(offline):
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="1 of 1 download"):
+        call_command("download_weights", "mobilenetv2", stdout=out, stderr=err)
+    assert "Downloading mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 from https://" in out.getvalue()
+    assert "Could not download" in err.getvalue() and "timed out" in err.getvalue()
+    record = WeightsDownload.objects.get()
+    assert record.status == WeightsDownload.Status.FAILED and "import_weights" in record.message
+
+
+@pytest.mark.django_db
+def test_download_command_installs_what_it_fetched(weights_file, monkeypatch):
+    def fake_fetch(url, filename, file_hash, target):
+        path = Path(target) / filename
+        shutil.copyfile(weights_file(FAST, include_top=False), path)
+        return path
+
+    monkeypatch.setattr(weights, "_resolve_host", lambda url, timeout: None)
+    monkeypatch.setattr(weights, "_fetch", fake_fetch)
+    out, _ = run("download_weights", FAST, "--no-top")
+    assert "Installed mobilenet_5_0_128_tf_no_top.h5" in out
+    assert WeightsDownload.objects.get().status == WeightsDownload.Status.DONE
+
+
+def test_download_command_rejects_unknown_keys():
+    with pytest.raises(CommandError, match="Unknown model 'nope'"):
+        run("download_weights", "nope")
