@@ -1,16 +1,168 @@
-"""Models page and weights installation (placeholder until the Models page lands)."""
+"""The Models page, a model's page, and installing weights from them (administrators only)."""
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.middleware import HtmxDetails
+
+from classifier import installs, model_table, weights, zoo
+from classifier.models import WeightsDownload
+from classifier.weights_forms import DownloadForm, WeightsUploadForm
 
 
-def models_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "error.html", {"title": "Models", "message": "Being built."})
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
+def _require_staff(request: HttpRequest) -> None:
+    """Installing files on the server is an administrator's job."""
+    if not request.user.is_staff:
+        raise PermissionDenied
+
+
+def _get_model_or_404(key: str) -> zoo.ZooModel:
+    try:
+        return zoo.get(key)
+    except zoo.UnknownModel:
+        raise Http404(f"No model {key!r}") from None
+
+
+def _next_url(request: HttpRequest, default: str) -> str:
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return default
+
+
+def _page_context() -> dict:
+    """What every Models page shows alongside its content."""
+    return {
+        "weights_dir": settings.WEIGHTS_DIR,
+        "download_timeout": settings.WEIGHTS_DOWNLOAD_TIMEOUT,
+        "latency_window": model_table.LATENCY_WINDOW,
+    }
+
+
+def _headers(query: model_table.TableQuery) -> list[dict]:
+    return [
+        {
+            "label": column.label,
+            "key": column.key,
+            "numeric": column.numeric,
+            "aria_sort": query.aria_sort(column.key),
+            "link": query.sort_link(column.key),
+        }
+        for column in model_table.COLUMNS
+    ]
+
+
+@require_safe
+@vary_on_headers("HX-Request")
+def models_page(request: HtmxHttpRequest) -> HttpResponse:
+    """Every model of the zoo with its status here; sorting and filters come in the query string."""
+    query = model_table.TableQuery.from_querydict(request.GET)
+    folder_error = ""
+    try:
+        rows = model_table.all_rows()
+    except model_table.WeightsFolderError as exc:
+        rows, folder_error = [], str(exc)
+    shown = model_table.apply(rows, query)
+    context = {
+        "query": query,
+        "rows": shown,
+        "total": len(rows),
+        "headers": _headers(query),
+        "polling": any(row.top.downloading for row in shown),
+        "folder_error": folder_error,
+        "any_installed": any(row.top.installed or row.notop.installed for row in rows),
+        "families": zoo.families(),
+        "speeds": zoo.SPEEDS,
+        "accuracies": zoo.ACCURACIES,
+        "status_filters": model_table.STATUS_FILTERS,
+        "size_filters": model_table.SIZE_FILTERS,
+        **_page_context(),
+    }
+    if request.user.is_staff and not request.htmx:
+        context["upload_form"] = WeightsUploadForm()
+    template = "classifier/partials/_models_table.html" if request.htmx else "classifier/models.html"
+    return render(request, template, context)
+
+
+@require_safe
+@vary_on_headers("HX-Request")
+def model_detail(request: HtmxHttpRequest, key: str) -> HttpResponse:
+    """One model: its facts, both weights files (with and without head) and how to install them."""
+    model = _get_model_or_404(key)
+    folder_error = ""
+    try:
+        row = model_table.row_for(model)
+    except model_table.WeightsFolderError as exc:
+        row, folder_error = None, str(exc)
+    context = {
+        "model": model,
+        "row": row,
+        "files": [row.top, row.notop] if row else [],
+        "folder_error": folder_error,
+        **_page_context(),
+    }
+    if request.htmx:
+        return render(request, "classifier/partials/_model_weights.html", context)
+    if request.user.is_staff:
+        context["upload_form"] = WeightsUploadForm(initial={"model": model.key})
+    return render(request, "classifier/model_detail.html", context)
+
+
+@require_POST
 def import_weights(request: HttpRequest) -> HttpResponse:
-    return render(request, "error.html", {"title": "Models", "message": "Being built."})
+    """An administrator's upload: checked and installed like `manage.py import_weights` does."""
+    _require_staff(request)
+    back = _next_url(request, reverse("classifier:models"))
+    form = WeightsUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        errors = [str(error) for field_errors in form.errors.values() for error in field_errors]
+        messages.error(request, " ".join(errors) or "The upload could not be read. Try again.")
+        return redirect(back)
+    upload = form.cleaned_data["file"]
+    try:
+        installed = installs.import_upload(
+            upload, model=form.cleaned_data["model"], include_top=form.cleaned_data["head"]
+        )
+    except weights.WeightsError as exc:
+        messages.error(request, f"{upload.name} was not installed. {exc}")
+        return redirect(back)
+    messages.success(request, installed.describe())
+    return redirect(back)
 
 
+@require_POST
 def download_weights(request: HttpRequest, key: str) -> HttpResponse:
-    return render(request, "error.html", {"title": "Models", "message": "Being built."})
+    """Queue a download from Keras's official URL; the worker does it and the page shows how it went."""
+    _require_staff(request)
+    model = _get_model_or_404(key)
+    back = _next_url(request, reverse("classifier:models"))
+    form = DownloadForm(request.POST)
+    include_top = form.cleaned_data["head"] if form.is_valid() else True
+    download, created = installs.request_download(model, include_top, request.user)
+    download.refresh_from_db()
+    wf = model.weights_file(include_top)
+    if download.status == WeightsDownload.Status.DONE:
+        messages.success(request, download.message)
+    elif download.status == WeightsDownload.Status.FAILED:
+        messages.error(request, download.message)
+    elif created:
+        messages.info(
+            request,
+            f"Download of {wf.filename} queued. This page shows its progress; without internet access it fails "
+            f"within {settings.WEIGHTS_DOWNLOAD_TIMEOUT} seconds and says how to install the file by hand.",
+        )
+    else:
+        messages.info(request, f"{wf.filename} is already being downloaded; this page shows its progress.")
+    return redirect(back)

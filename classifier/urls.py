@@ -18,3 +18,6 @@ urlpatterns = [
     path("api/v1/predict", api.predict, name="api_predict"),
     path("api/v1/models", api.models, name="api_models"),
 ]
+urlpatterns += [
+    path("models/<str:key>/", model_views.model_detail, name="model_detail"),
+]

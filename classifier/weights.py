@@ -83,7 +83,7 @@ def missing_message(model: ZooModel, include_top: bool = True) -> str:
         return f"Keras publishes no {'' if include_top else 'feature-extractor '}weights for {model.name}."
     return (
         f"The weights file {wf.filename} is not installed. Download it from {wf.url} (on any machine "
-        f"with internet access) and install it with `{import_command(model, include_top)}` "
+        f"with internet access) and install it with the command “{import_command(model, include_top)}” "
         "or the upload form on the Models page."
     )
 
@@ -389,8 +389,8 @@ def download(model: ZooModel, weights_dir: Path, *, include_top: bool = True, ti
     except Exception as exc:
         raise WeightsError(
             f"Could not download {wf.filename} from {wf.url} ({_first_line(exc)}). If this server has no "
-            f"internet access, download the file on another machine and install it with "
-            f"`{import_command(model, include_top)}` or the upload form on the Models page."
+            f"internet access, download the file on another machine and install it with the command "
+            f"“{import_command(model, include_top)}” or the upload form on the Models page."
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
