@@ -299,30 +299,24 @@ def _save_rows(dataset: Dataset, result: archives.ImportResult, user: AbstractBa
         outcome.new = label_key(outcome.name) in created
     chosen = manifest_splits if was_empty else {}
     assignment = _assign_splits(dataset, added, labels, chosen)
-    rows = [
-        DatasetImage(
-            dataset=dataset,
-            label=labels[label_key(a.label)],
-            sha256=a.image.sha256,
-            original_name=a.original_name[:255],
-            format=a.image.format,
-            width=a.image.width,
-            height=a.image.height,
-            size_bytes=stored_size(dataset, a.image),
-            split=assignment[a.image.sha256],
-            added_by=user,
+    for start in range(0, len(added), BULK_BATCH):  # rows built a batch at a time: memory stays flat
+        batch = added[start : start + BULK_BATCH]
+        DatasetImage.objects.bulk_create(
+            DatasetImage(
+                dataset=dataset,
+                label=labels[label_key(a.label)],
+                sha256=a.image.sha256,
+                original_name=a.original_name[:255],
+                format=a.image.format,
+                width=a.image.width,
+                height=a.image.height,
+                size_bytes=a.image.size,
+                split=assignment[a.image.sha256],
+                added_by=user,
+            )
+            for a in batch
         )
-        for a in added
-    ]
-    DatasetImage.objects.bulk_create(rows, batch_size=BULK_BATCH)
     dataset.touch()
-
-
-def stored_size(dataset: Dataset, image: storage.StoredImage) -> int:
-    try:
-        return storage.image_path(dataset.folder, image.sha256, image.format).stat().st_size
-    except OSError:
-        return 0
 
 
 def _restore_settings(dataset: Dataset, manifest: dict) -> None:

@@ -34,6 +34,7 @@ class StoredImage:
     format: str
     width: int
     height: int
+    size: int  # bytes of the original
 
 
 def sha256(data: bytes) -> str:
@@ -144,7 +145,9 @@ class ImageStore:
             if self.journal is not None:
                 self.journal.record(path)
             write_atomic(path, content)
-        return StoredImage(sha256=sha, format=decoded.format, width=decoded.width, height=decoded.height)
+        return StoredImage(
+            sha256=sha, format=decoded.format, width=decoded.width, height=decoded.height, size=len(data)
+        )
 
 
 def delete_image_files(folder: Path, sha: str, fmt: str) -> None:

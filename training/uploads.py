@@ -15,7 +15,7 @@ from django.db import transaction
 
 from classifier.imaging import ImageError
 from training import archives, splits, storage
-from training.imports import image_store, labels_for, stored_size, undo_journal
+from training.imports import image_store, labels_for, undo_journal
 from training.models import Dataset, DatasetImage, Label
 from training.names import label_key
 
@@ -108,7 +108,7 @@ def _save_uploads(
                 format=s.format,
                 width=s.width,
                 height=s.height,
-                size_bytes=stored_size(dataset, s),
+                size_bytes=s.size,
                 split=assignment[s.sha256],
                 added_by=user,
             )
