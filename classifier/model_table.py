@@ -188,7 +188,7 @@ COLUMNS = (
     Column("params", "Params (M)", lambda r: r.model.parameters_m, numeric=True),
     Column("speed", "Speed", lambda r: r.model.macs_m),
     # The accuracy word sits under the top-1 number it comes from: one column, sorted by the number.
-    Column("top1", "Accuracy (top-1)", lambda r: r.model.top1, numeric=True, descending_first=True),
+    Column("top1", "Top-1", lambda r: r.model.top1, numeric=True, descending_first=True),
     Column("top5", "Top-5", lambda r: r.model.top5, numeric=True, descending_first=True),
     Column("latency", "Measured", lambda r: r.latency.median_ms if r.latency else None, numeric=True),
     Column("status", "Status", lambda r: list(STATUS_LABELS).index(r.status)),

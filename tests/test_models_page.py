@@ -56,7 +56,7 @@ def test_every_model_is_listed_with_the_guides_six_first(bob_client):
         "Size (MB)",
         "Params (M)",
         "Speed",
-        "Accuracy (top-1)",
+        "Top-1",
         "Top-5",
         "Measured",
         "Status",
