@@ -155,3 +155,21 @@ def test_import_jobs_are_read_only_in_the_admin(staff_client, pets):
     assert 'name="_save"' not in page
     assert staff_client.get(f"/admin/training/importjob/{job.pk}/delete/").status_code == 403
     assert staff_client.get("/admin/training/importjob/add/").status_code == 403
+
+
+def test_two_new_labels_differing_only_in_case_are_refused_in_the_inline(staff_client, staff):
+    data = {
+        "name": "Birds",
+        "description": "",
+        "created_by": staff.pk,
+        "validation_percent": 20,
+        "test_percent": 0,
+        "labels-TOTAL_FORMS": 2,
+        "labels-INITIAL_FORMS": 0,
+        "labels-0-name": "owls",
+        "labels-1-name": "Owls ",
+    }
+    response = staff_client.post("/admin/training/dataset/add/", data)
+    assert response.status_code == 200
+    assert "Two labels are named “Owls”: label names ignore case and spaces." in html(response)
+    assert not Dataset.objects.filter(name="Birds").exists()

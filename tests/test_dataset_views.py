@@ -450,3 +450,20 @@ def test_task_runs_through_huey_in_immediate_mode(alice_client, dataset, django_
         alice_client.post(f"/datasets/{dataset.pk}/import/", {"archive": zip_upload(image_zip({"cats": 1}))})
     assert ImportJob.objects.get().status == ImportJob.Status.SUCCEEDED
     assert tasks.import_archive.huey.immediate is True
+
+
+def test_file_names_with_control_characters_are_cleaned_before_they_reach_a_header(alice_client, dataset):
+    job_zip = make_zip({"cats/evil\r\nSet-Cookie: x.png": noise_image_bytes(1)})
+    path = imports.archives_dir() / "evil.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(job_zip)
+    job = ImportJob.objects.create(dataset=dataset, archive_name="evil.zip", archive_path=str(path))
+    tasks.import_archive.call_local(job.pk)
+    image = DatasetImage.objects.get()
+    assert image.original_name == "evilSet-Cookie: x.png"
+    response = alice_client.get(f"/datasets/images/{image.pk}/original/")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'inline; filename="evilSet-Cookie: x.png"'
+    DatasetImage.objects.filter(pk=image.pk).update(original_name='café "chat".png')
+    header = alice_client.get(f"/datasets/images/{image.pk}/original/")["Content-Disposition"]
+    assert header == "inline; filename*=utf-8''caf%C3%A9%20%22chat%22.png"

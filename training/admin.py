@@ -21,6 +21,7 @@ from django.utils.html import format_html
 from training import imports
 from training.forms import ImportForm
 from training.models import Dataset, DatasetImage, ImportJob, Label, Split
+from training.names import label_key
 
 
 class StaffManageMixin:
@@ -51,8 +52,24 @@ def _thumbnail(image: DatasetImage, side: int = 64) -> str:
     )
 
 
+class LabelInlineFormSet(forms.BaseInlineFormSet):
+    """Two new rows "cats" and "Cats " in one save would only meet the database constraint."""
+
+    def clean(self) -> None:
+        super().clean()
+        seen: set[str] = set()
+        for form in self.forms:
+            name = form.cleaned_data.get("name") if hasattr(form, "cleaned_data") else None
+            if not name or form.cleaned_data.get("DELETE"):
+                continue
+            if label_key(name) in seen:
+                raise forms.ValidationError(f"Two labels are named “{name}”: label names ignore case and spaces.")
+            seen.add(label_key(name))
+
+
 class LabelInline(StaffManageMixin, admin.TabularInline):
     model = Label
+    formset = LabelInlineFormSet
     fields = ["name", "description", "image_count"]
     readonly_fields = ["image_count"]
     extra = 0

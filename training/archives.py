@@ -28,7 +28,7 @@ from typing import BinaryIO, Protocol
 
 from classifier.imaging import ImageError
 from training import storage
-from training.names import InvalidName, clean_label_name, label_key
+from training.names import InvalidName, clean_file_name, clean_label_name, label_key
 
 MANIFEST_NAME = "transferlab.json"
 MANIFEST_MAX_BYTES = 32 * 1024 * 1024
@@ -421,7 +421,7 @@ def _take(
         return
     seen[sha] = entry.path
     outcome.added += 1
-    added.append(Added(label=entry.label, original_name=PurePosixPath(entry.path).name, image=stored))
+    added.append(Added(label=entry.label, original_name=clean_file_name(entry.path), image=stored))
 
 
 # --- Export ------------------------------------------------------------------------------

@@ -42,3 +42,13 @@ def clean_label_name(raw: str) -> str:
 def label_key(name: str) -> str:
     """What two label names are compared by: case and surrounding spaces ignored."""
     return " ".join(unicodedata.normalize("NFC", name).split()).casefold()
+
+
+def clean_file_name(raw: str, fallback: str = "image") -> str:
+    """A file name safe to show, to send in a Content-Disposition header and to export again.
+
+    Only the last path component, NFC, control characters (newlines included) removed.
+    """
+    name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if not unicodedata.category(c).startswith("C")).strip()
+    return name[:255] or fallback

@@ -5,7 +5,6 @@ Same rules, same report and same undo-on-failure as a zip import (`training.impo
 
 from __future__ import annotations
 
-import os
 import uuid
 
 from django.conf import settings
@@ -17,7 +16,7 @@ from classifier.imaging import ImageError
 from training import archives, splits, storage
 from training.imports import image_store, labels_for, undo_journal
 from training.models import Dataset, DatasetImage, Label
-from training.names import label_key
+from training.names import clean_file_name, label_key
 
 
 def add_uploads(dataset: Dataset, label: Label | str, files: list[UploadedFile], user: AbstractBaseUser | None) -> dict:
@@ -33,7 +32,7 @@ def add_uploads(dataset: Dataset, label: Label | str, files: list[UploadedFile],
     seen: dict[str, str] = {}
     try:
         for upload in files:
-            filename = os.path.basename(upload.name or "image")[:255]
+            filename = clean_file_name(upload.name or "")
             stored = _store_upload(upload, filename, dataset, store, outcome, seen)
             if stored is not None:
                 pending.append((filename, stored))

@@ -17,28 +17,28 @@ from django.db.models.functions import Coalesce, Lower
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils import timezone
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from classifier import imaging
 from training import exports, imports, readiness, uploads
-from training.forms import (
-    DatasetForm,
-    GridFilterForm,
-    ImageForm,
-    ImportForm,
-    LabelForm,
-    RedrawForm,
-    UploadForm,
-)
+from training.forms import DatasetForm, GridFilterForm, ImageForm, ImportForm, LabelForm, RedrawForm, UploadForm
 from training.models import Dataset, DatasetImage, ImportJob, Label, Split
 
 PAGE_SIZE = 48
 
 
-def _get_dataset_for_user(request: HttpRequest, pk: int, write: bool = False) -> Dataset:
+class HtmxHttpRequest(HttpRequest):
+    """A request that went through django-htmx's middleware (typed, as in django-htmx's example)."""
+
+    htmx: HtmxDetails
+
+
+def _get_dataset_for_user(request: HtmxHttpRequest, pk: int, write: bool = False) -> Dataset:
     """The dataset, or 404; PermissionDenied when `write` and the user may not change it."""
     dataset = get_object_or_404(Dataset.objects.select_related("created_by"), pk=pk)
     if write and not dataset.can_be_changed_by(request.user):
@@ -46,7 +46,7 @@ def _get_dataset_for_user(request: HttpRequest, pk: int, write: bool = False) ->
     return dataset
 
 
-def _get_image_for_user(request: HttpRequest, pk: int, write: bool = False) -> DatasetImage:
+def _get_image_for_user(request: HtmxHttpRequest, pk: int, write: bool = False) -> DatasetImage:
     image = get_object_or_404(DatasetImage.objects.select_related("dataset", "label"), pk=pk)
     if write and not image.dataset.can_be_changed_by(request.user):
         raise PermissionDenied
@@ -57,16 +57,16 @@ def _get_label(dataset: Dataset, pk: int) -> Label:
     return get_object_or_404(Label, pk=pk, dataset=dataset)
 
 
-def _post(request: HttpRequest):
+def _post(request: HtmxHttpRequest):
     """Form data on POST, else None: an empty POST must still give a bound form with its errors."""
     return request.POST if request.method == "POST" else None
 
 
-def _files(request: HttpRequest):
+def _files(request: HtmxHttpRequest):
     return request.FILES if request.method == "POST" else None
 
 
-def _next_url(request: HttpRequest, default: str) -> str:
+def _next_url(request: HtmxHttpRequest, default: str) -> str:
     target = request.POST.get("next") or request.GET.get("next") or ""
     if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         return target
@@ -77,7 +77,7 @@ def _next_url(request: HttpRequest, default: str) -> str:
 
 
 @require_GET
-def dataset_list(request: HttpRequest) -> HttpResponse:
+def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
     labels = Label.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
     images = DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
     datasets = (
@@ -96,7 +96,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def dataset_create(request: HttpRequest) -> HttpResponse:
+def dataset_create(request: HtmxHttpRequest) -> HttpResponse:
     if not Dataset.can_create(request.user):
         raise PermissionDenied
     form = DatasetForm(_post(request))
@@ -111,7 +111,7 @@ def dataset_create(request: HttpRequest) -> HttpResponse:
     return render(request, "training/dataset_form.html", {"form": form, "dataset": None})
 
 
-def _grid(request: HttpRequest, dataset: Dataset) -> dict:
+def _grid(request: HtmxHttpRequest, dataset: Dataset) -> dict:
     """The thumbnail grid's page, filters and the query string its links keep."""
     filters = GridFilterForm(request.GET or None, dataset=dataset)
     images = dataset.images.select_related("label").order_by("-id")
@@ -135,9 +135,23 @@ def _grid(request: HttpRequest, dataset: Dataset) -> dict:
     }
 
 
+def _label_rows(dataset: Dataset, labels: list[Label]) -> list[dict]:
+    """One chart row per label: counts per split, bar width (largest label = 100%), segment widths."""
+    counts = dataset.split_counts()
+    rows = []
+    for label in labels:
+        by_split = counts.get(label.pk, dict.fromkeys(Split.values, 0))
+        rows.append({"label": label, "total": sum(by_split.values()), **by_split})
+    top = max((r["total"] for r in rows), default=0)
+    for row in rows:
+        row["width"] = round(row["total"] * 100 / top, 1) if top else 0
+        row["shares"] = {s: round(row[s] * 100 / row["total"], 1) if row["total"] else 0 for s in Split.values}
+    return rows
+
+
 @require_GET
 @vary_on_headers("HX-Request")
-def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def dataset_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk)
     can_change = dataset.can_be_changed_by(request.user)
     grid = _grid(request, dataset)
@@ -145,46 +159,37 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx and request.htmx.target == "image-grid":
         return render(request, "training/partials/_image_grid.html", {**context, "labels": dataset.labels.all()})
     labels = list(dataset.labels.all())
-    counts = dataset.split_counts()
-    rows = []
-    for label in labels:
-        by_split = counts.get(label.pk, dict.fromkeys((s.value for s in Split), 0))
-        rows.append({"label": label, "total": sum(by_split.values()), **by_split})
-    top = max((r["total"] for r in rows), default=0)
-    for row in rows:
-        row["width"] = round(row["total"] * 100 / top, 1) if top else 0
-        row["shares"] = {s: round(row[s] * 100 / row["total"], 1) if row["total"] else 0 for s in Split.values}
-    warnings = readiness.warnings(
-        {r["label"].name: {s: r[s] for s in Split.values} for r in rows},
-        validation_percent=dataset.validation_percent,
-    )
+    rows = _label_rows(dataset, labels)
     context.update(
         labels=labels,
         label_rows=rows,
         image_total=sum(r["total"] for r in rows),
-        warnings=warnings,
+        warnings=readiness.warnings(
+            {r["label"].name: {s: r[s] for s in Split.values} for r in rows},
+            validation_percent=dataset.validation_percent,
+        ),
         active_import=dataset.active_import(),
         recent_imports=dataset.import_jobs.select_related("created_by")[:5],
-        label_form=LabelForm(dataset=dataset),
         redraw_form=RedrawForm(initial={"seed": dataset.split_seed + 1}),
     )
     return render(request, "training/dataset_detail.html", context)
 
 
 @require_http_methods(["GET", "POST"])
-def dataset_edit(request: HttpRequest, pk: int) -> HttpResponse:
+def dataset_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     form = DatasetForm(_post(request), instance=dataset)
     if request.method == "POST" and form.is_valid():
         dataset = form.save(commit=False)
-        dataset.save(update_fields=["name", "description", "validation_percent", "test_percent"])
+        dataset.updated_at = timezone.now()
+        dataset.save(update_fields=["name", "description", "validation_percent", "test_percent", "updated_at"])
         messages.success(request, f"Dataset “{dataset.name}” saved.")
         return redirect("training:dataset_detail", pk=dataset.pk)
     return render(request, "training/dataset_form.html", {"form": form, "dataset": dataset})
 
 
 @require_http_methods(["GET", "POST"])
-def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def dataset_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     active = dataset.active_import()
     if request.method == "POST" and active is None:
@@ -202,7 +207,7 @@ def dataset_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def redraw_splits(request: HttpRequest, pk: int) -> HttpResponse:
+def redraw_splits(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     form = RedrawForm(request.POST)
     if not form.is_valid():
@@ -218,7 +223,7 @@ def redraw_splits(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_GET
-def export_dataset(request: HttpRequest, pk: int) -> StreamingHttpResponse:
+def export_dataset(request: HtmxHttpRequest, pk: int) -> StreamingHttpResponse:
     dataset = _get_dataset_for_user(request, pk)
     response = StreamingHttpResponse(exports.stream(dataset), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{exports.filename(dataset)}"'
@@ -229,20 +234,21 @@ def export_dataset(request: HttpRequest, pk: int) -> StreamingHttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def label_create(request: HttpRequest, pk: int) -> HttpResponse:
+def label_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     form = LabelForm(_post(request), dataset=dataset)
     if request.method == "POST" and form.is_valid():
         label = Label.objects.create(
             dataset=dataset, name=form.cleaned_data["name"], description=form.cleaned_data["description"]
         )
+        dataset.touch()
         messages.success(request, f"Label “{label.name}” added. Upload images into it, or import a zip.")
         return redirect("training:dataset_detail", pk=dataset.pk)
     return render(request, "training/label_form.html", {"form": form, "dataset": dataset, "label": None})
 
 
 @require_http_methods(["GET", "POST"])
-def label_edit(request: HttpRequest, pk: int, label_pk: int) -> HttpResponse:
+def label_edit(request: HtmxHttpRequest, pk: int, label_pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     label = _get_label(dataset, label_pk)
     form = LabelForm(_post(request), dataset=dataset, instance=label)
@@ -256,7 +262,7 @@ def label_edit(request: HttpRequest, pk: int, label_pk: int) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def label_delete(request: HttpRequest, pk: int, label_pk: int) -> HttpResponse:
+def label_delete(request: HtmxHttpRequest, pk: int, label_pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     label = _get_label(dataset, label_pk)
     if request.method == "POST":
@@ -272,7 +278,8 @@ def label_delete(request: HttpRequest, pk: int, label_pk: int) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-def upload_images(request: HttpRequest, pk: int) -> HttpResponse:
+@vary_on_headers("HX-Request")
+def upload_images(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """A few images into one label, synchronously (a zip import is the way for many)."""
     dataset = _get_dataset_for_user(request, pk, write=True)
     initial = {"label": request.GET.get("label")} if request.GET.get("label", "").isdigit() else {}
@@ -294,7 +301,7 @@ def _label_pk(dataset: Dataset, report: dict) -> int | None:
 
 
 @require_http_methods(["GET", "POST"])
-def import_zip(request: HttpRequest, pk: int) -> HttpResponse:
+def import_zip(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     active = dataset.active_import()
     form = ImportForm(_post(request), _files(request))
@@ -310,7 +317,7 @@ def import_zip(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def import_detail(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+def import_detail(request: HtmxHttpRequest, pk: int, job_pk: int) -> HttpResponse:
     """The job's page; its progress partial polls itself until the job ends."""
     dataset = _get_dataset_for_user(request, pk)
     job = get_object_or_404(ImportJob.objects.select_related("created_by"), pk=job_pk, dataset=dataset)
@@ -321,7 +328,7 @@ def import_detail(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
 
 
 @require_POST
-def import_cancel(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+def import_cancel(request: HtmxHttpRequest, pk: int, job_pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     job = get_object_or_404(ImportJob, pk=job_pk, dataset=dataset)
     if job.is_active:
@@ -340,26 +347,26 @@ def _file_response(path, content_type: str, filename: str | None = None) -> File
         raise Http404("The image file is missing.") from None
     response = FileResponse(handle, content_type=content_type)
     if filename:
-        response["Content-Disposition"] = f'inline; filename="{filename.replace(chr(34), "")}"'
+        response["Content-Disposition"] = content_disposition_header(False, filename)
     # The file behind an image id never changes (content-addressed); only logged-in users see it.
     response["Cache-Control"] = "private, max-age=86400, immutable"
     return response
 
 
 @require_GET
-def image_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
+def image_thumbnail(request: HtmxHttpRequest, pk: int) -> FileResponse:
     image = _get_image_for_user(request, pk)
     return _file_response(image.thumbnail_path, "image/jpeg")
 
 
 @require_GET
-def image_original(request: HttpRequest, pk: int) -> FileResponse:
+def image_original(request: HtmxHttpRequest, pk: int) -> FileResponse:
     image = _get_image_for_user(request, pk)
     return _file_response(image.path, imaging.content_type(image.format), image.original_name)
 
 
 @require_GET
-def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def image_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     image = _get_image_for_user(request, pk)
     dataset = image.dataset
     can_change = dataset.can_be_changed_by(request.user)
@@ -370,7 +377,7 @@ def image_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def image_update(request: HttpRequest, pk: int) -> HttpResponse:
+def image_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """Move an image to another label and/or split; HTMX gets the updated card back."""
     image = _get_image_for_user(request, pk, write=True)
     dataset = image.dataset
@@ -402,7 +409,7 @@ def image_update(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-def image_delete(request: HttpRequest, pk: int) -> HttpResponse:
+def image_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     image = _get_image_for_user(request, pk, write=True)
     dataset, name = image.dataset, image.original_name
     image.delete()  # the files go once the delete commits
