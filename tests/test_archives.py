@@ -310,3 +310,14 @@ def test_export_streams_a_zip_that_imports_back_to_the_same_files(folder, tmp_pa
     again = run(exported, tmp_path / "copy")
     assert {(a.label, a.image.sha256) for a in again.added} == {(a.label, a.image.sha256) for a in first.added}
     assert again.manifest == {"format": 1}
+
+
+def test_member_compressed_with_an_unsupported_method_is_rejected_with_reason(folder):
+    data = bytearray(make_zip({"cats/a.png": noise_image_bytes(1)}, compression=zipfile.ZIP_STORED))
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # method 9 = Deflate64
+        pos = data.find(signature)
+        data[pos + offset : pos + offset + 2] = (9).to_bytes(2, "little")
+    result = run(bytes(data), folder)
+    assert rejected(result, "cats")["cats/a.png"].startswith(
+        "The file is compressed with a method TransferLab cannot read"
+    )

@@ -281,3 +281,38 @@ def test_upload_that_fails_half_way_leaves_no_files(dataset, alice, monkeypatch)
         uploads.add_uploads(dataset, label, [SimpleUploadedFile("a.png", noise_image_bytes(1))], alice)
     assert files_under(dataset.folder) == []
     assert label.images.count() == 0
+
+
+def test_import_marked_interrupted_meanwhile_does_not_commit_its_rows(dataset, monkeypatch):
+    """Another consumer decided this worker was dead: the finishing worker must not win."""
+    job = queue(dataset, image_zip({"cats": 3}))
+    real = imports._save_progress
+
+    def recovered_elsewhere(job_row, done, total):
+        real(job_row, done, total)
+        if done == total:
+            ImportJob.transition(job_row.pk, ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE)
+
+    monkeypatch.setattr(imports, "_save_progress", recovered_elsewhere)
+    tasks.import_archive.call_local(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.message) == (ImportJob.Status.FAILED, imports.INTERRUPTED_MESSAGE)
+    assert not dataset.images.exists() and not dataset.labels.exists()
+    assert files_under(dataset.folder) == []
+
+
+def test_dataset_deleted_during_the_import_leaves_no_folder(dataset, monkeypatch):
+    job = queue(dataset, image_zip({"cats": 3}))
+    folder = dataset.folder
+    real = imports._save_progress
+
+    def delete_half_way(job_row, done, total):
+        if done == 2:
+            Dataset.objects.filter(pk=dataset.pk).delete()  # the job row goes with it
+        real(job_row, done, total)
+
+    monkeypatch.setattr(imports, "PROGRESS_INTERVAL", 0)
+    monkeypatch.setattr(imports, "_save_progress", delete_half_way)
+    tasks.import_archive.call_local(job.pk)
+    assert not folder.exists()
+    assert not os.path.exists(job.archive_path)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
+from classifier import imaging
 from classifier.imaging import ImageError
 from training import storage
 from training.names import InvalidName, clean_file_name, clean_label_name, label_key
@@ -377,7 +378,13 @@ def import_zip(
                     data = _read_member(zf, info, limits.max_file_bytes)
                 except _TooLarge:
                     outcome.reject(entry.path, too_large_message(limits.max_file_bytes + 1, limits.max_file_bytes))
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError):
+                except NotImplementedError:
+                    outcome.reject(
+                        entry.path,
+                        "The file is compressed with a method TransferLab cannot read (such as Deflate64): "
+                        "create the zip again with standard compression.",
+                    )
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError):
                     outcome.reject(entry.path, "The file is damaged inside the zip (its checksum does not match).")
                 else:
                     streamed += len(data)
@@ -438,12 +445,10 @@ class ExportItem:
 
 def export_name(item: ExportItem, used: set[str]) -> str:
     """The member name of an image: its original name when safe and free, else one with its hash."""
-    from classifier.imaging import extension
-
     name = "".join(c for c in item.original_name if c not in "/\\" and not unicodedata.category(c).startswith("C"))
     name = name.strip()
     if not name or name.startswith(".") or len(name) > 150:
-        name = f"{item.sha256[:16]}{extension(item.format)}"
+        name = f"{item.sha256[:16]}{imaging.extension(item.format)}"
     if name.casefold() in used:  # case-insensitive file systems would merge the two
         stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
         name = f"{stem}-{item.sha256[:12]}{suffix}"

@@ -51,11 +51,11 @@ class ImportRefused(Exception):
 
 
 class _Cancelled(Exception):
-    pass
+    """Someone asked to cancel the running job."""
 
 
-class _DatasetGone(Exception):
-    pass
+class _JobLost(Exception):
+    """The job row is gone (dataset deleted) or no longer ours (marked interrupted meanwhile)."""
 
 
 def zip_limits() -> archives.ZipLimits:
@@ -123,11 +123,8 @@ def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser 
 
 def cancel_import(job: ImportJob) -> None:
     """A queued job stops at once; a running one at its next progress write (about a second)."""
-    now = timezone.now()
-    stopped = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.FAILED, message="Cancelled before it started: nothing was imported.", finished_at=now
-    )
-    if stopped:
+    message = "Cancelled before it started: nothing was imported."
+    if ImportJob.transition(job.pk, ImportJob.Status.FAILED, from_=(ImportJob.Status.QUEUED,), message=message):
         remove_archive(job.archive_path)
     else:
         ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(cancel_requested=True)
@@ -154,18 +151,14 @@ class _Progress:
 def _save_progress(job: ImportJob, done: int, total: int) -> None:
     rows = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING)
     if not rows.update(done=done, total=total, heartbeat_at=timezone.now()):
-        raise _DatasetGone
+        raise _JobLost
     if rows.filter(cancel_requested=True).exists():
         raise _Cancelled
 
 
 def claim(job_id: int) -> ImportJob | None:
     """Queued -> running, atomically: a task delivered twice, or a cancelled job, does nothing."""
-    now = timezone.now()
-    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
-        status=ImportJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker_id()
-    )
-    if not claimed:
+    if not ImportJob.transition(job_id, ImportJob.Status.RUNNING, worker=worker_id()):
         return None
     return ImportJob.objects.select_related("dataset", "created_by").get(pk=job_id)
 
@@ -190,28 +183,25 @@ def run_import_job(job_id: int) -> ImportJob | None:
         with transaction.atomic():
             _save_rows(dataset, result, job.created_by)
             report = result.report()
-            ImportJob.objects.filter(pk=job.pk).update(
-                status=ImportJob.Status.SUCCEEDED,
-                message=_summary(report),
-                report=report,
-                done=F("total"),
-                finished_at=timezone.now(),
+            finished = ImportJob.transition(
+                job.pk, ImportJob.Status.SUCCEEDED, message=_summary(report), report=report, done=F("total")
             )
+            if not finished:
+                raise _JobLost  # marked interrupted meanwhile, or deleted: roll the rows back
         journal.forget()
     except archives.ArchiveError as error:
         _fail(job, str(error), journal)
     except _Cancelled:
         _fail(job, "Cancelled while it ran and undone: nothing was imported.", journal)
-    except _DatasetGone:
-        _fail(job, "The dataset was deleted while the import ran; nothing was kept.", journal)
+    except _JobLost:
+        _fail(job, "The dataset was deleted, or the job stopped, while the import ran; nothing was kept.", journal)
     except Exception:
         logger.exception("Import %s failed", job.pk)
         _fail(job, UNEXPECTED_MESSAGE, journal)
     finally:
         journal.close()
         remove_archive(job.archive_path)
-    job.refresh_from_db()
-    return job
+    return ImportJob.objects.filter(pk=job.pk).first()
 
 
 def _summary(report: dict) -> str:
@@ -231,9 +221,9 @@ def _fail(job: ImportJob, message: str, journal: storage.Journal | None = None) 
     if journal is not None:
         journal.close()
         undo_journal(job.dataset_id, journal.path)
-    ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
-        status=ImportJob.Status.FAILED, message=message, finished_at=timezone.now(), report={}
-    )
+        if not Dataset.objects.filter(pk=job.dataset_id).exists():
+            storage.delete_folder(journal.folder)  # deleted meanwhile: leave no empty folders behind
+    ImportJob.transition(job.pk, ImportJob.Status.FAILED, message=message, report={})
 
 
 def undo_journal(dataset_id: int, journal_path: Path) -> int:
@@ -285,7 +275,7 @@ def _manifest_parts(manifest: dict | None) -> tuple[dict[str, str], dict[str, st
 def _save_rows(dataset: Dataset, result: archives.ImportResult, user: AbstractBaseUser | None) -> None:
     """Labels and image rows for what `archives.import_zip` stored. Runs inside the transaction."""
     if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
-        raise _DatasetGone
+        raise _JobLost
     was_empty = not dataset.images.exists()
     descriptions, manifest_splits = _manifest_parts(result.manifest)
     if was_empty and result.manifest:

@@ -280,6 +280,11 @@ class ImportJob(models.Model):
         FAILED = "failed", "Failed"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
+    # The only moves a job makes; `transition` applies them (see training.imports and .recovery).
+    TRANSITIONS = {
+        Status.QUEUED: (Status.RUNNING, Status.FAILED),  # claimed by a worker / cancelled
+        Status.RUNNING: (Status.SUCCEEDED, Status.FAILED),  # finished / failed, cancelled, interrupted
+    }
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
     created_by = models.ForeignKey(
@@ -326,6 +331,18 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.archive_name} → {self.dataset}"
+
+    @classmethod
+    def transition(cls, pk: int, to: str, *, from_: tuple[str, ...] | None = None, **fields) -> bool:
+        """Move job `pk` to state `to` if its current state allows it; False when it did not.
+
+        A conditional UPDATE, so two processes (worker, web, recovering consumer) can never both
+        move the same job: the second one finds the state changed and does nothing.
+        """
+        sources = [s for s, targets in cls.TRANSITIONS.items() if to in targets and (from_ is None or s in from_)]
+        now = timezone.now()
+        stamps = {"started_at": now, "heartbeat_at": now} if to == cls.Status.RUNNING else {"finished_at": now}
+        return bool(cls.objects.filter(pk=pk, status__in=sources).update(status=to, **{**stamps, **fields}))
 
     @property
     def is_active(self) -> bool:

@@ -68,8 +68,8 @@ def recover() -> int:
     interrupted = 0
     for job in ImportJob.objects.filter(status=ImportJob.Status.RUNNING):
         if is_dead(job, now):
-            interrupted += ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
-                status=ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE, finished_at=now, report={}
+            interrupted += ImportJob.transition(
+                job.pk, ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE, report={}
             )
             imports.remove_archive(job.archive_path)
             logger.warning("Import %s was interrupted; marked failed and undone.", job.pk)
@@ -80,9 +80,7 @@ def recover() -> int:
 
 def interrupt(job_id: int) -> None:
     """The consumer is stopping in the middle of this job: record it; files are undone at next start."""
-    ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(
-        status=ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE, finished_at=timezone.now(), report={}
-    )
+    ImportJob.transition(job_id, ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE, report={})
 
 
 def _undo_abandoned_journals(now: datetime) -> None:
