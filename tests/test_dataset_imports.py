@@ -316,3 +316,16 @@ def test_dataset_deleted_during_the_import_leaves_no_folder(dataset, monkeypatch
     tasks.import_archive.call_local(job.pk)
     assert not folder.exists()
     assert not os.path.exists(job.archive_path)
+
+
+def test_zip_of_an_interrupted_job_is_removed_and_a_fresh_upload_is_kept(dataset):
+    interrupted = queue(dataset, image_zip({"cats": 1}))
+    ImportJob.objects.filter(pk=interrupted.pk).update(status=ImportJob.Status.FAILED)
+    orphan = write(imports.archives_dir() / "just-uploaded.zip", b"PK\x05\x06" + b"\0" * 18)
+    recovery.recover()
+    assert not os.path.exists(interrupted.archive_path)
+    assert orphan.exists()  # its job row may not have committed yet
+    old = (timezone.now() - timedelta(days=2)).timestamp()
+    os.utime(orphan, (old, old))
+    recovery.recover()
+    assert not orphan.exists()

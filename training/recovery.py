@@ -80,7 +80,9 @@ def recover() -> int:
 
 def interrupt(job_id: int) -> None:
     """The consumer is stopping in the middle of this job: record it; files are undone at next start."""
-    ImportJob.transition(job_id, ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE, report={})
+    if ImportJob.transition(job_id, ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE, report={}):
+        path = ImportJob.objects.filter(pk=job_id).values_list("archive_path", flat=True).first()
+        imports.remove_archive(path or "")  # unlinking a file still open for reading is fine on POSIX
 
 
 def _undo_abandoned_journals(now: datetime) -> None:
@@ -103,12 +105,21 @@ def _undo_abandoned_journals(now: datetime) -> None:
 
 
 def _remove_stray_archives(now: datetime) -> None:
+    """Zips of finished jobs go at once; a zip with no job at all after STRAY_ARCHIVE_GRACE.
+
+    The grace covers a web request that has written the zip and not yet committed its job row.
+    """
     folder = imports.archives_dir()
     if not folder.is_dir():
         return
-    waiting = set(ImportJob.objects.filter(status__in=ImportJob.ACTIVE).values_list("archive_path", flat=True))
-    for path in folder.glob("*.zip"):
-        if str(path) not in waiting and _age(path, now) > STRAY_ARCHIVE_GRACE:
+    zips = list(folder.glob("*.zip"))
+    jobs = ImportJob.objects.filter(archive_path__in=[str(p) for p in zips])
+    paths = dict(jobs.values_list("archive_path", "status"))
+    for path in zips:
+        status = paths.get(str(path))
+        if status in ImportJob.ACTIVE:
+            continue
+        if status is not None or _age(path, now) > STRAY_ARCHIVE_GRACE:
             path.unlink(missing_ok=True)
 
 
