@@ -243,7 +243,7 @@ def test_add_rename_and_delete_a_label(alice_client, dataset, django_capture_on_
     [
         ("   ", "This field is required."),
         ("x" * 70, "A label name can be at most 64 characters; this one has 70."),
-        ("CATS ", "This dataset already has a label “CATS” (names ignore case and surrounding spaces)."),
+        ("CATS ", "This dataset already has a label “cats” (names ignore case and surrounding spaces)."),
         ("a/b", "A label name cannot contain /: it must also work as a folder name."),
     ],
 )

@@ -181,7 +181,7 @@ class MoveToLabelForm(forms.Form):
 
 @admin.register(DatasetImage)
 class DatasetImageAdmin(StaffManageMixin, admin.ModelAdmin):
-    list_display = ["thumbnail", "original_name", "dataset", "label", "split", "dimensions", "added_by", "created_at"]
+    list_display = ["thumbnail", "original_name", "dataset", "label", "split", "dimensions", "created_at"]
     list_display_links = ["thumbnail", "original_name"]
     list_filter = ["dataset", ("label", admin.RelatedOnlyFieldListFilter), "split"]
     search_fields = ["original_name", "sha256"]
@@ -208,7 +208,7 @@ class DatasetImageAdmin(StaffManageMixin, admin.ModelAdmin):
 
     @admin.display(description="size")
     def dimensions(self, image: DatasetImage) -> str:
-        return f"{image.width} × {image.height}"
+        return f"{image.width}\u00a0×\u00a0{image.height}"  # no-break spaces: one line in the list
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         """On an image's page, only the labels of its own dataset are offered."""

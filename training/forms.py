@@ -27,15 +27,6 @@ class DatasetForm(forms.ModelForm):
             raise forms.ValidationError("Give the dataset a name.")
         return name
 
-    def clean(self) -> dict:
-        data = super().clean()
-        validation, test = data.get("validation_percent"), data.get("test_percent")
-        if validation is not None and test is not None and validation + test > 90:
-            raise forms.ValidationError(
-                "Validation and test together can be at most 90 percent: training needs images too."
-            )
-        return data
-
 
 class LabelForm(forms.Form):
     name = forms.CharField(max_length=200, help_text="Becomes a folder name in exports and the class name of models.")
@@ -56,9 +47,10 @@ class LabelForm(forms.Form):
         others = self.dataset.labels.all()
         if self.instance is not None:
             others = others.exclude(pk=self.instance.pk)
-        if label_key(name) in {label_key(n) for n in others.values_list("name", flat=True)}:
+        clash = next((n for n in others.values_list("name", flat=True) if label_key(n) == label_key(name)), None)
+        if clash is not None:
             raise forms.ValidationError(
-                f"This dataset already has a label “{name}” (names ignore case and surrounding spaces)."
+                f"This dataset already has a label “{clash}” (names ignore case and surrounding spaces)."
             )
         return name
 

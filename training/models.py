@@ -77,7 +77,9 @@ class Dataset(models.Model):
                 & Q(test_percent__lte=90)
                 & Q(validation_percent__lte=90 - F("test_percent")),
                 name="dataset_shares_leave_training",
-                violation_error_message="Validation and test together can be at most 90 percent.",
+                violation_error_message=(
+                    "Validation and test together can be at most 90 percent: training needs images too."
+                ),
             ),
         ]
 

@@ -281,7 +281,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 name="dataset_shares_leave_training",
-                violation_error_message="Validation and test together can be at most 90 percent.",
+                violation_error_message="Validation and test together can be at most 90 percent: training needs images too.",
             ),
         ),
         migrations.AddConstraint(
