@@ -321,3 +321,24 @@ def test_member_compressed_with_an_unsupported_method_is_rejected_with_reason(fo
     assert rejected(result, "cats")["cats/a.png"].startswith(
         "The file is compressed with a method TransferLab cannot read"
     )
+
+
+def test_enclosing_folder_with_a_readme_and_manifest_is_still_stripped(folder):
+    members = {
+        "export/README.md": b"# our pets",
+        "export/transferlab.json": b'{"format": 1}',
+        "export/cats/a.png": noise_image_bytes(1),
+        "export/dogs/b.png": noise_image_bytes(2),
+    }
+    result = run(make_zip(members), folder)
+    assert sorted(result.labels) == ["cats", "dogs"]
+    assert result.manifest == {"format": 1}
+    assert result.other == [
+        {"file": "README.md", "reason": "Not inside a label folder: put it in the folder of its label."}
+    ]
+
+
+def test_label_folder_with_pictures_and_a_sub_folder_is_not_mistaken_for_an_enclosing_folder(folder):
+    result = run(make_zip({"cats/a.png": noise_image_bytes(1), "cats/2019/b.png": noise_image_bytes(2)}), folder)
+    assert list(result.labels) == ["cats"]
+    assert result.labels["cats"].added == 2

@@ -228,6 +228,21 @@ def _parts(info: zipfile.ZipInfo) -> list[str]:
     return [p for p in name.split("/") if p not in ("", ".")]
 
 
+def _has_enclosing_folder(paths: list[list[str]]) -> bool:
+    """Whether everything sits in one top folder that holds the label folders (`photos/cats/x.jpg`).
+
+    Loose files next to the label folders (a README, the manifest) do not prevent it; loose
+    pictures do: then the top folder is itself a label (`cats/x.jpg`, `cats/2019/y.jpg`).
+    """
+    in_folders = [p for p in paths if len(p) > 1]
+    if not in_folders or len({p[0] for p in in_folders}) != 1:
+        return False
+    loose = [p[1] for p in in_folders if len(p) == 2]
+    return any(len(p) >= 3 for p in in_folders) and not any(
+        PurePosixPath(name).suffix.lower() in imaging.SUPPORTED_EXTENSIONS for name in loose
+    )
+
+
 def inspect(zf: zipfile.ZipFile, limits: ZipLimits, existing_labels: Mapping[str, str] | None = None) -> Plan:
     """Check the archive as a whole (ArchiveError) and map each file to a label or a reason.
 
@@ -251,11 +266,7 @@ def inspect(zf: zipfile.ZipFile, limits: ZipLimits, existing_labels: Mapping[str
             continue
         files.append((info, parts))
 
-    # One enclosing top folder (`photos/cats/x.jpg`) is tolerated: every file that sits in a
-    # folder sits at least two folders deep, under the same first folder.
-    in_folders = [parts for _, parts in files if len(parts) > 1]
-    strip = int(bool(in_folders) and all(len(p) >= 3 for p in in_folders) and len({p[0] for p in in_folders}) == 1)
-    if strip:
+    if _has_enclosing_folder([parts for _, parts in files]):
         files = [(info, parts[1:]) if len(parts) > 1 else (info, parts) for info, parts in files]
         folders = {f.split("/", 1)[1] for f in folders if "/" in f}
 
