@@ -102,20 +102,15 @@ class DatasetAdmin(StaffManageMixin, admin.ModelAdmin):
     change_form_template = "admin/training/dataset/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("created_by")
-            .annotate(n_labels=Count("labels", distinct=True), n_images=Count("images", distinct=True))
-        )
+        return super().get_queryset(request).select_related("created_by").with_counts()
 
-    @admin.display(description="labels", ordering="n_labels")
+    @admin.display(description="labels", ordering="label_count")
     def label_count(self, dataset: Dataset) -> int:
-        return dataset.n_labels
+        return dataset.label_count
 
-    @admin.display(description="images", ordering="n_images")
+    @admin.display(description="images", ordering="image_count")
     def image_count(self, dataset: Dataset) -> int:
-        return dataset.n_images
+        return dataset.image_count
 
     @admin.display(description="files")
     def folder_path(self, dataset: Dataset) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import Count, F, Q
-from django.db.models.functions import Lower, Trim
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce, Lower, Trim
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.urls import reverse
@@ -29,6 +30,19 @@ class Split(models.TextChoices):
     TRAIN = splits.TRAIN, "Train"
     VALIDATION = splits.VALIDATION, "Validation"
     TEST = splits.TEST, "Test"
+
+
+class DatasetQuerySet(models.QuerySet):
+    def with_counts(self) -> DatasetQuerySet:
+        """`label_count` and `image_count` per dataset, as subqueries: two Count() joins would
+        multiply every label by every image."""
+        return self.annotate(label_count=_count_per_dataset("Label"), image_count=_count_per_dataset("DatasetImage"))
+
+
+def _count_per_dataset(model_name: str) -> Coalesce:
+    model = apps.get_model("training", model_name)
+    rows = model.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
+    return Coalesce(Subquery(rows.values("n")), 0)
 
 
 class Dataset(models.Model):
@@ -56,6 +70,8 @@ class Dataset(models.Model):
     )
     created_at = models.DateTimeField("created", default=timezone.now)
     updated_at = models.DateTimeField("last change", default=timezone.now, db_index=True)
+
+    objects = DatasetQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -12,8 +12,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, Subquery
-from django.db.models.functions import Coalesce, Lower
+from django.db.models.functions import Lower
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -78,16 +77,7 @@ def _next_url(request: HtmxHttpRequest, default: str) -> str:
 
 @require_GET
 def dataset_list(request: HtmxHttpRequest) -> HttpResponse:
-    labels = Label.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
-    images = DatasetImage.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset").annotate(n=Count("pk"))
-    datasets = (
-        Dataset.objects.select_related("created_by")
-        .annotate(
-            label_count=Coalesce(Subquery(labels.values("n")), 0),
-            image_count=Coalesce(Subquery(images.values("n")), 0),
-        )
-        .order_by(Lower("name"))
-    )
+    datasets = Dataset.objects.select_related("created_by").with_counts().order_by(Lower("name"))
     return render(
         request,
         "training/dataset_list.html",
