@@ -467,3 +467,23 @@ def test_file_names_with_control_characters_are_cleaned_before_they_reach_a_head
     DatasetImage.objects.filter(pk=image.pk).update(original_name='café "chat".png')
     header = alice_client.get(f"/datasets/images/{image.pk}/original/")["Content-Disposition"]
     assert header == "inline; filename*=utf-8''caf%C3%A9%20%22chat%22.png"
+
+
+def test_dataset_page_queries_do_not_grow_with_images(alice_client, dataset, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fill(dataset, {"cats": 2, "dogs": 1})
+    with CaptureQueriesContext(connection) as few:
+        alice_client.get(f"/datasets/{dataset.pk}/")
+    fill(dataset, {"owls": 20, "bats": 10}, seed=100)
+    with django_assert_num_queries(len(few)):
+        alice_client.get(f"/datasets/{dataset.pk}/")
+
+
+def test_polling_an_import_that_no_longer_exists_stops_with_a_message(alice_client, dataset):
+    response = alice_client.get(f"/datasets/{dataset.pk}/imports/999/", **HTMX)
+    body = html(response)
+    assert response.status_code == 200 and "hx-trigger" not in body
+    assert "This import no longer exists: its dataset was probably deleted." in body
+    assert alice_client.get(f"/datasets/{dataset.pk}/imports/999/").status_code == 404

@@ -309,8 +309,12 @@ def import_zip(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def import_detail(request: HtmxHttpRequest, pk: int, job_pk: int) -> HttpResponse:
     """The job's page; its progress partial polls itself until the job ends."""
-    dataset = _get_dataset_for_user(request, pk)
-    job = get_object_or_404(ImportJob.objects.select_related("created_by"), pk=job_pk, dataset=dataset)
+    job = ImportJob.objects.select_related("dataset", "created_by").filter(pk=job_pk, dataset_id=pk).first()
+    if job is None:
+        if request.htmx:  # htmx ignores error answers and would poll on forever: answer with the news
+            return render(request, "training/partials/_import_progress.html", {"job": None})
+        raise Http404("No such import.")
+    dataset = job.dataset
     context = {"dataset": dataset, "job": job, "can_change": dataset.can_be_changed_by(request.user)}
     if request.htmx:
         return render(request, "training/partials/_import_progress.html", context)
