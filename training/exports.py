@@ -41,6 +41,7 @@ def _items(dataset: Dataset) -> Iterator[archives.ExportItem]:
 
 
 def stream(dataset: Dataset) -> Iterator[bytes]:
+    """The export zip, chunk by chunk, for a StreamingHttpResponse."""
     return archives.iter_export(_items(dataset), manifest(dataset))
 
 

@@ -59,6 +59,7 @@ class _JobLost(Exception):
 
 
 def zip_limits() -> archives.ZipLimits:
+    """The caps from settings, read at call time (tests and deployments change them)."""
     return archives.ZipLimits(
         max_members=settings.IMPORT_MAX_MEMBERS,
         max_total_bytes=settings.IMPORT_MAX_TOTAL_BYTES,
@@ -73,6 +74,7 @@ def worker_id() -> str:
 
 
 def image_store(dataset: Dataset, journal: storage.Journal) -> storage.ImageStore:
+    """The store every picture of this dataset goes through, journalled so a failure can be undone."""
     return storage.ImageStore(
         dataset.folder, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS, journal=journal
     )
@@ -86,6 +88,7 @@ def _known_hashes(dataset: Dataset) -> set[str]:
 
 
 def archives_dir() -> Path:
+    """Where uploaded zips wait for the worker, outside any dataset folder."""
     return Path(settings.DATA_DIR) / "imports"
 
 
@@ -227,6 +230,7 @@ def _fail(job: ImportJob, message: str, journal: storage.Journal | None = None) 
 
 
 def undo_journal(dataset_id: int, journal_path: Path) -> int:
+    """Remove the journalled files no row of the dataset owns (see `storage.undo`)."""
     known = set(DatasetImage.objects.filter(dataset_id=dataset_id).values_list("sha256", flat=True))
     return storage.undo(journal_path, known.__contains__)
 

@@ -180,6 +180,7 @@ def dataset_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def dataset_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """A confirmation page, then the delete; refused while an import writes into the dataset."""
     dataset = _get_dataset_for_user(request, pk, write=True)
     active = dataset.active_import()
     if request.method == "POST" and active is None:
@@ -214,6 +215,7 @@ def redraw_splits(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 @require_GET
 def export_dataset(request: HtmxHttpRequest, pk: int) -> StreamingHttpResponse:
+    """The dataset as a zip in the import layout, streamed while it is built (any size, flat memory)."""
     dataset = _get_dataset_for_user(request, pk)
     response = StreamingHttpResponse(exports.stream(dataset), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{exports.filename(dataset)}"'
@@ -349,6 +351,7 @@ def _file_response(path, content_type: str, filename: str | None = None) -> File
 
 @require_GET
 def image_thumbnail(request: HtmxHttpRequest, pk: int) -> FileResponse:
+    """Files are never under a public URL: every one goes through a view that checks access."""
     image = _get_image_for_user(request, pk)
     return _file_response(image.thumbnail_path, "image/jpeg")
 
