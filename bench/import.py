@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
-import resource
 import shutil
 import sys
 import tempfile
@@ -33,19 +31,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import peak_rss_mb, print_table, rss_mb, write_json  # noqa: E402
+
 TARGET_IMG_PER_S = 100
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is in kB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return peak_rss_mb()
 
 
 def photo_like_jpeg(rng: np.random.Generator, side: int = 256) -> bytes:
@@ -128,7 +117,7 @@ def run(images: int, labels: int, data_dir: Path) -> dict:
     }
 
 
-def print_table(figures: dict) -> None:
+def show(figures: dict) -> None:
     rows = [
         ("images imported", f"{figures['images']:,} in {figures['labels']} labels"),
         ("zip size", f"{figures['zip_mb']} MB ({figures['mean_image_kb']} KB per JPEG)"),
@@ -137,11 +126,7 @@ def print_table(figures: dict) -> None:
         ("RSS before import", f"{figures['rss_before_import_mb']:.0f} MB"),
         ("peak RSS", f"{figures['peak_rss_mb']:.0f} MB"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"\nDataset import ({figures['cpus']} CPUs, Python {figures['python']})\n{'-' * (width + 44)}")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    print()
+    print_table(f"Dataset import ({figures['cpus']} CPUs, Python {figures['python']})", rows)
 
 
 def main() -> int:
@@ -162,11 +147,9 @@ def main() -> int:
         return 2
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-    print_table(figures)
+    show(figures)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
-        print(f"figures written to {args.json}")
+        write_json(args.json, figures)
     if args.check and figures["img_per_s"] < TARGET_IMG_PER_S:
         print(f"below target: {figures['img_per_s']} < {TARGET_IMG_PER_S} images/s", file=sys.stderr)
         return 1

@@ -11,15 +11,11 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.middleware import HtmxDetails
 
 from classifier import installs, model_table, weights, zoo
 from classifier.models import WeightsDownload
 from classifier.weights_forms import DownloadForm, WeightsUploadForm
-
-
-class HtmxHttpRequest(HttpRequest):
-    htmx: HtmxDetails
+from webapp.http import HtmxHttpRequest
 
 
 def _require_staff(request: HttpRequest) -> None:

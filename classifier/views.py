@@ -12,20 +12,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
-from django_htmx.middleware import HtmxDetails
 
 from classifier import imaging, inference
 from classifier.forms import ClassifyForm, TokenForm
 from classifier.models import ApiToken, Prediction
 from classifier.services import ClassificationFailed, classify_uploads
+from webapp.http import HtmxHttpRequest
 
 HISTORY_PAGE_SIZE = 20
-
-
-class HtmxHttpRequest(HttpRequest):
-    """For type hints: django-htmx's middleware sets request.htmx."""
-
-    htmx: HtmxDetails
 
 
 def _get_prediction_for_user(request: HttpRequest, pk: int) -> Prediction:

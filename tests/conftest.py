@@ -30,6 +30,12 @@ def data_dir(settings, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Tests create many users; the production hasher is deliberately slow (about a second each here)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def fresh_engine():
     """No warm model survives a test: each test sees the weights folder it set up."""
     from classifier.inference import reset_engine
@@ -48,6 +54,18 @@ def immediate_tasks():
     HUEY.immediate = True
     yield HUEY
     HUEY.immediate = previous
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """A machine with no internet access: weights downloads fail the way they fail here."""
+    from classifier import weights
+
+    def no_network(url, filename, file_hash, target):
+        raise OSError("<urlopen error timed out>")
+
+    monkeypatch.setattr(weights, "_resolve_host", lambda url, timeout: None)
+    monkeypatch.setattr(weights, "_fetch", no_network)
 
 
 @pytest.fixture(scope="session")

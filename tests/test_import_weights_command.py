@@ -106,13 +106,6 @@ def test_the_real_command_line_exits_non_zero_on_refusal(tmp_path):
 
 
 # --- download_weights: the network call is replaced, nothing leaves this machine ---------------
-@pytest.fixture
-def offline(monkeypatch):
-    def no_network(url, filename, file_hash, target):
-        raise OSError("<urlopen error timed out>")
-
-    monkeypatch.setattr(weights, "_resolve_host", lambda url, timeout: None)
-    monkeypatch.setattr(weights, "_fetch", no_network)
 
 
 @pytest.mark.django_db

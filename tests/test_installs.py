@@ -10,15 +10,6 @@ from classifier.models import WeightsDownload
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    def no_network(url, filename, file_hash, target):
-        raise OSError("<urlopen error timed out>")
-
-    monkeypatch.setattr(weights, "_resolve_host", lambda url, timeout: None)
-    monkeypatch.setattr(weights, "_fetch", no_network)
-
-
 def test_a_request_is_queued_once_and_a_second_click_finds_the_first(staff, monkeypatch):
     sent = []
     monkeypatch.setattr(tasks, "download_weights", sent.append)

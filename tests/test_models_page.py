@@ -26,15 +26,6 @@ def row_html(html: str, key_slug: str) -> str:
     return html[start : html.index("</tr>", start)]
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    def no_network(url, filename, file_hash, target):
-        raise OSError("<urlopen error timed out>")
-
-    monkeypatch.setattr(weights, "_resolve_host", lambda url, timeout: None)
-    monkeypatch.setattr(weights, "_fetch", no_network)
-
-
 # --- The table ---------------------------------------------------------------------------------
 def test_the_page_needs_a_login(client):
     response = client.get(MODELS)

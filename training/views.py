@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models.functions import Lower
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,20 +21,14 @@ from django.utils.http import content_disposition_header, url_has_allowed_host_a
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
-from django_htmx.middleware import HtmxDetails
 
 from classifier import imaging
 from training import exports, imports, readiness, uploads
 from training.forms import DatasetForm, GridFilterForm, ImageForm, ImportForm, LabelForm, RedrawForm, UploadForm
 from training.models import Dataset, DatasetImage, ImportJob, Label, Split
+from webapp.http import HtmxHttpRequest
 
 PAGE_SIZE = 48
-
-
-class HtmxHttpRequest(HttpRequest):
-    """A request that went through django-htmx's middleware (typed, as in django-htmx's example)."""
-
-    htmx: HtmxDetails
 
 
 def _get_dataset_for_user(request: HtmxHttpRequest, pk: int, write: bool = False) -> Dataset:
