@@ -42,8 +42,12 @@ def is_available(model: zoo.ZooModel) -> bool:
 
 
 def available_models() -> list[zoo.ZooModel]:
-    """Zoo entries whose weights are installed: the choices of the Classify page."""
-    return [m for m in zoo.all_models() if is_available(m)]
+    """Zoo entries whose weights are installed: the choices of the Classify page (one folder listing)."""
+    try:
+        present = weights.installed_filenames(settings.WEIGHTS_DIR)
+    except OSError:
+        return []  # an unreadable folder: no model can load; the Models page says why
+    return [m for m in zoo.all_models() if m.top.filename in present]
 
 
 def resolve(key: str) -> ModelSpec:

@@ -125,10 +125,8 @@ def measured_latency() -> dict[str, Latency]:
 def installed_files() -> set[str]:
     """File names present in the weights folder (one directory listing for the whole table)."""
     folder = Path(settings.WEIGHTS_DIR)
-    if not folder.exists():
-        return set()
     try:
-        return {entry.name for entry in folder.iterdir() if entry.is_file()}
+        return weights.installed_filenames(folder)
     except OSError as exc:
         raise WeightsFolderError(
             f"TransferLab cannot read its weights folder {folder} ({exc.strerror or exc}). Check that the folder "

@@ -49,32 +49,31 @@ class ClassifyOutcome:
         return [f for f in self.files if f.error is not None]
 
 
-def _decode(upload: UploadedFile, draft_side: int) -> tuple[bytes, imaging.DecodedImage]:
+def _decode(upload: UploadedFile, draft_side: int) -> imaging.DecodedImage:
     if upload.size is not None and upload.size > settings.MAX_UPLOAD_BYTES:
         # Refuse before reading the file into memory.
         raise imaging.ImageError(imaging.too_large_message(upload.size, settings.MAX_UPLOAD_BYTES))
-    upload.seek(0)
-    data = upload.read()
-    decoded = imaging.decode(
-        data, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS, draft_side=draft_side
+    return imaging.decode(
+        upload, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS, draft_side=draft_side
     )
-    return data, decoded
 
 
 def classify_uploads(user, model: zoo.ZooModel, uploads: list[UploadedFile], top_k: int = 5) -> ClassifyOutcome:
     """Decode, classify in one batch and store a Prediction per good file, in upload order."""
     outcome = ClassifyOutcome(model=model)
-    good: list[tuple[FileOutcome, bytes, imaging.DecodedImage]] = []
+    # The bytes of each upload are read for decoding and dropped: the originals are stored later
+    # straight from Django's upload files, so a full request never sits in memory at once.
+    good: list[tuple[FileOutcome, UploadedFile, imaging.DecodedImage]] = []
     draft_side = max(model.input_size, imaging.THUMBNAIL_SIDE)
     for upload in uploads:
         item = FileOutcome(filename=_display_name(upload.name))
         outcome.files.append(item)
         try:
-            data, decoded = _decode(upload, draft_side)
+            decoded = _decode(upload, draft_side)
         except imaging.ImageError as exc:
             item.error = str(exc)
             continue
-        good.append((item, data, decoded))
+        good.append((item, upload, decoded))
     if not good:
         return outcome
 
@@ -91,12 +90,12 @@ def classify_uploads(user, model: zoo.ZooModel, uploads: list[UploadedFile], top
 
     outcome.batch_ms = result.seconds * 1000
     per_image_ms = outcome.batch_ms / len(good)
-    for (item, data, decoded), guesses in zip(good, result.top(max(top_k, STORED_TOP_K)), strict=True):
-        item.prediction = _store(user, model, item.filename, data, decoded, guesses, per_image_ms, len(good))
+    for (item, upload, decoded), guesses in zip(good, result.top(max(top_k, STORED_TOP_K)), strict=True):
+        item.prediction = _store(user, model, item.filename, upload, decoded, guesses, per_image_ms, len(good))
     return outcome
 
 
-def _store(user, model, filename, data, decoded, guesses, per_image_ms, batch_size) -> Prediction:
+def _store(user, model, filename, upload, decoded, guesses, per_image_ms, batch_size) -> Prediction:
     stem = uuid.uuid4().hex
     prediction = Prediction(
         user=user,
@@ -110,7 +109,8 @@ def _store(user, model, filename, data, decoded, guesses, per_image_ms, batch_si
         inference_ms=per_image_ms,
         batch_size=batch_size,
     )
-    prediction.image.save(stem + imaging.extension(decoded.format), ContentFile(data), save=False)
+    upload.seek(0)
+    prediction.image.save(stem + imaging.extension(decoded.format), upload, save=False)
     prediction.thumbnail.save(stem + ".jpg", ContentFile(imaging.thumbnail_jpeg(decoded.image)), save=False)
     try:
         prediction.save()

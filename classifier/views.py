@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from classifier import imaging, inference
+from classifier import imaging
 from classifier.forms import ClassifyForm, TokenForm
 from classifier.models import ApiToken, Prediction
 from classifier.services import ClassificationFailed, classify_uploads
@@ -48,7 +48,7 @@ def classify(request: HtmxHttpRequest) -> HttpResponse:
         "form": form,
         "outcome": outcome,
         "error": error,
-        "has_models": bool(inference.available_models()),
+        "has_models": bool(form.fields["model"].widget.choices),
         "max_files": settings.MAX_FILES_PER_REQUEST,
         "max_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "supported": imaging.SUPPORTED_DESCRIPTION,

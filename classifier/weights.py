@@ -62,6 +62,17 @@ def head_words(include_top: bool) -> str:
     return "with its ImageNet head" if include_top else "without its head"
 
 
+def installed_filenames(weights_dir: Path) -> set[str]:
+    """Names of the files in the weights folder: one listing answers for every model of a page.
+
+    Raises OSError when the folder exists but cannot be read; a missing folder holds nothing.
+    """
+    folder = Path(weights_dir)
+    if not folder.exists():
+        return set()
+    return {entry.name for entry in folder.iterdir() if entry.is_file()}
+
+
 def installed_path(model: ZooModel, weights_dir: Path, include_top: bool = True) -> Path | None:
     """The installed file for this model (with or without its ImageNet head), or None."""
     wf = model.weights_file(include_top)
