@@ -84,7 +84,7 @@ def installed_path(model: ZooModel, weights_dir: Path, include_top: bool = True)
 
 def import_command(model: ZooModel, include_top: bool = True) -> str:
     wf = model.weights_file(include_top)
-    return f"python manage.py import_weights {wf.filename}" if wf else ""
+    return f".venv/bin/python manage.py import_weights {wf.filename}" if wf else ""  # as `make run` installs
 
 
 def missing_message(model: ZooModel, include_top: bool = True) -> str:

@@ -204,8 +204,8 @@ def test_missing_message_names_the_file_the_url_and_the_command():
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 is not installed" in message
     assert "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" in message
     assert (
-        "the command “python manage.py import_weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5”"
-        in message
+        "the command “.venv/bin/python manage.py import_weights "
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5”" in message
     )
 
 
