@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from classifier.models import ApiToken, Prediction
+from classifier.models import ApiToken, Prediction, WeightsDownload
 
 
 @admin.register(Prediction)
@@ -53,3 +53,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # tokens are created by their owner on the API tokens page, shown once
+
+
+@admin.register(WeightsDownload)
+class WeightsDownloadAdmin(admin.ModelAdmin):
+    """Read-only record of administrators' download requests; the Models page starts them."""
+
+    list_display = ("model_key", "include_top", "status", "requested_by", "created_at", "finished_at")
+    list_filter = ("status", "include_top")
+    search_fields = ("model_key", "message")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

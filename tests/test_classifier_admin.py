@@ -20,3 +20,12 @@ def test_token_admin_never_shows_the_hash(staff_client, bob):
 
 def test_members_cannot_open_the_admin(bob_client):
     assert bob_client.get("/admin/").status_code == 302
+
+
+def test_weights_downloads_are_listed_read_only(staff_client):
+    from classifier.models import WeightsDownload
+
+    WeightsDownload.objects.create(model_key="vgg16", status="failed", message="no internet")
+    html = staff_client.get("/admin/classifier/weightsdownload/").text
+    assert "vgg16" in html
+    assert staff_client.get("/admin/classifier/weightsdownload/add/").status_code == 403
