@@ -30,9 +30,8 @@ STATUS_LABELS = {
 }
 STATUS_FILTERS = {
     "": "Any status",
-    "usable": "Ready or installed",
-    "ready": "Ready (loaded)",
-    "installed": "Installed",
+    "installed": "Weights installed",  # ready, loading or on disk: every model that can run here
+    "ready": "Loaded now",
     "missing": "Weights missing",
 }
 SIZE_FILTERS = {"": "Any size", "20": "Up to 20 MB", "100": "Up to 100 MB", "300": "Up to 300 MB"}
@@ -304,10 +303,8 @@ def _matches(row: ModelRow, query: TableQuery) -> bool:
         return False
     if query.size and (model.size_mb is None or model.size_mb > float(query.size)):
         return False
-    if query.status == "usable":
-        return row.usable
     if query.status == "installed":
-        return row.status in ("installed", "loading")
+        return row.usable
     if query.status:
         return row.status == query.status
     return True

@@ -126,7 +126,7 @@ def test_measured_latency_is_the_median_of_recent_engine_times(bob_client, bob):
         ("accuracy=very+high&family=EfficientNet", 4),  # B4-B7: top-1 of 82% and more
         ("size=20&family=ResNet", 0),
         ("status=missing", 80),
-        ("status=usable", 0),
+        ("status=installed", 0),
         ("family=NoSuchFamily&speed=warp", 80),  # unknown values are ignored, not errors
     ],
 )
@@ -138,8 +138,17 @@ def test_filters_narrow_the_table(bob_client, query, expected):
 def test_status_filters_follow_installed_weights(bob_client, install_weights):
     install_weights(FAST)
     assert row_keys(bob_client.get(f"{MODELS}?status=installed").content.decode()) == ["mobilenet-05-128"]
-    assert row_keys(bob_client.get(f"{MODELS}?status=usable").content.decode()) == ["mobilenet-05-128"]
+    assert row_keys(bob_client.get(f"{MODELS}?status=ready").content.decode()) == []
     assert len(row_keys(bob_client.get(f"{MODELS}?status=missing").content.decode())) == 79
+
+
+def test_a_loaded_model_still_counts_as_installed(bob_client, install_weights):
+    from classifier.inference import get_engine
+
+    install_weights(FAST)
+    get_engine().get(FAST)  # warm in this process: its status is "ready"
+    for status in ("installed", "ready"):
+        assert row_keys(bob_client.get(f"{MODELS}?status={status}").content.decode()) == ["mobilenet-05-128"]
 
 
 def test_filters_matching_nothing_say_so_in_words(bob_client):
