@@ -11,6 +11,9 @@ import secrets
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# TensorFlow's C++ start-up notes (CPU instructions, no CUDA driver) are noise in every command's
+# output; set before anything imports TensorFlow. TF_CPP_MIN_LOG_LEVEL=0 brings them back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def envbool(name: str, default: str) -> bool:
