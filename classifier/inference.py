@@ -18,6 +18,7 @@ from classifier.engine import Engine, ModelSpec, configure_threads
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
+_tensorflow_configured = False
 IMAGENET_INDEX = Path(__file__).with_name("data") / "imagenet_class_index.json"
 
 
@@ -65,12 +66,25 @@ def resolve(key: str) -> ModelSpec:
     )
 
 
+def configure_tensorflow() -> None:
+    """Apply the TF_*_THREADS settings; call before this process's first TensorFlow work.
+
+    TensorFlow fixes its thread pools when it first runs anything, so every Django-side path that
+    builds a model (the engine, checking an imported weights file) calls this first.
+    """
+    global _tensorflow_configured
+    with _engine_lock:
+        if not _tensorflow_configured:
+            configure_threads(settings.TF_INTRA_OP_THREADS, settings.TF_INTER_OP_THREADS)
+            _tensorflow_configured = True
+
+
 def get_engine() -> Engine:
     """This process's engine, created on first use (TensorFlow is imported only then)."""
     global _engine
+    configure_tensorflow()
     with _engine_lock:
         if _engine is None:
-            configure_threads(settings.TF_INTRA_OP_THREADS, settings.TF_INTER_OP_THREADS)
             _engine = Engine(resolve, max_models=settings.MODEL_CACHE_SIZE)
         return _engine
 

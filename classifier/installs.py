@@ -33,6 +33,7 @@ def import_path(
     path: Path, *, model: zoo.ZooModel | None = None, include_top: bool | None = None, original_name: str | None = None
 ) -> weights.Installed:
     """Check and install a file into WEIGHTS_DIR; raises weights.WeightsError with the reason."""
+    inference.configure_tensorflow()  # checking the file builds the model
     installed = weights.import_file(
         Path(path), settings.WEIGHTS_DIR, model=model, include_top=include_top, original_name=original_name
     )
@@ -89,6 +90,7 @@ def run_download(download_id: int) -> WeightsDownload | None:
     download = WeightsDownload.objects.get(pk=download_id)
     try:
         model = zoo.get(download.model_key)
+        inference.configure_tensorflow()  # the downloaded file is checked by building the model
         installed = weights.download(
             model, settings.WEIGHTS_DIR, include_top=download.include_top, timeout=settings.WEIGHTS_DOWNLOAD_TIMEOUT
         )
