@@ -32,7 +32,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import peak_rss_mb, print_table, rss_mb, write_json  # noqa: E402
+from bench.lib.figures import peak_rss_mb, print_table, rss_mb, write_json  # noqa: E402
 
 TARGET_IMG_PER_S = 100
 

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.common import percentile, print_table, write_json  # noqa: E402
+from bench.lib.figures import percentile, print_table, write_json  # noqa: E402
 
 
 def make_weights(key: str, folder: Path) -> Path:
@@ -127,7 +127,7 @@ def measure_rss_per_model(key: str, weights_path: Path) -> float:
     code = f"""
 import sys; sys.path.insert(0, {str(ROOT)!r})
 import tensorflow as tf, keras
-from bench.common import rss_mb
+from bench.lib.figures import rss_mb
 from classifier import zoo
 from classifier.engine import Engine, ModelSpec
 entry = zoo.get({key!r})

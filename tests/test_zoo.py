@@ -188,9 +188,13 @@ def test_every_architecture_builds_small_and_matches_its_recorded_layout(model):
         keras.backend.clear_session()
 
 
+# What keras.applications downloads with; the registry must refuse it rather than reach the network.
+KERAS_DOWNLOAD_REQUEST = "imagenet"
+
+
 def test_build_refuses_imagenet_downloads_and_too_small_inputs():
     model = zoo.get("inceptionv3")
     with pytest.raises(ValueError, match="local weights file"):
-        model.build(weights="imagenet")
+        model.build(weights=KERAS_DOWNLOAD_REQUEST)
     with pytest.raises(ValueError, match="at least 75 pixels"):
         model.build(weights=None, input_size=32)
