@@ -62,6 +62,9 @@ class WeightsDownloadAdmin(admin.ModelAdmin):
     list_display = ("model_key", "include_top", "status", "requested_by", "created_at", "finished_at")
     list_filter = ("status", "include_top")
     search_fields = ("model_key", "message")
+    readonly_fields = ("model_key", "include_top", "status", "message", "detail", "requested_by", "worker",
+                       "created_at", "started_at", "heartbeat_at", "finished_at")  # fmt: skip
+    fields = readonly_fields
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -15,10 +15,10 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from classifier import inference, weights, zoo
 from classifier.models import WeightsDownload
+from webapp import background
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,18 @@ def run_download(download_id: int) -> WeightsDownload | None:
 
     Safe to run twice: only the run that moves the row from queued to running does the work.
     """
-    claimed = WeightsDownload.objects.filter(pk=download_id, status=WeightsDownload.Status.QUEUED).update(
-        status=WeightsDownload.Status.RUNNING, started_at=timezone.now()
-    )
-    if not claimed:
+    if not WeightsDownload.claim(download_id):
         return None
     download = WeightsDownload.objects.get(pk=download_id)
+    with background.Heartbeat(WeightsDownload, download.pk):
+        status, message = fetch(download)
+    WeightsDownload.transition(download.pk, status, message=message)
+    download.refresh_from_db()
+    return download
+
+
+def fetch(download: WeightsDownload) -> tuple[str, str]:
+    """Download and install the file a (running) download row asks for: its final status and message."""
     try:
         model = zoo.get(download.model_key)
         inference.configure_tensorflow()  # the downloaded file is checked by building the model
@@ -95,34 +101,16 @@ def run_download(download_id: int) -> WeightsDownload | None:
             model, settings.WEIGHTS_DIR, include_top=download.include_top, timeout=settings.WEIGHTS_DOWNLOAD_TIMEOUT
         )
     except (weights.WeightsError, zoo.UnknownModel) as exc:
-        return finish(download, WeightsDownload.Status.FAILED, str(exc))
+        return WeightsDownload.Status.FAILED, str(exc)
     except Exception:
         log.exception("download %s of %s failed", download.pk, download.model_key)
-        return finish(
-            download,
+        return (
             WeightsDownload.Status.FAILED,
             "The download failed with an unexpected error, recorded in the worker's log. Try again, or install "
             "the file by hand with import_weights.",
         )
     forget_warm(model.key)
-    return finish(download, WeightsDownload.Status.DONE, installed.describe())
-
-
-def finish(download: WeightsDownload, status: str, message: str) -> WeightsDownload:
-    download.status = status
-    download.message = message
-    download.finished_at = timezone.now()
-    download.save(update_fields=["status", "message", "finished_at"])
-    return download
-
-
-def recover_downloads() -> int:
-    """Mark downloads a stopped worker left running as failed (run when a worker starts)."""
-    return WeightsDownload.objects.filter(status=WeightsDownload.Status.RUNNING).update(
-        status=WeightsDownload.Status.FAILED,
-        message="The background worker stopped during this download. Start the download again.",
-        finished_at=timezone.now(),
-    )
+    return WeightsDownload.Status.SUCCEEDED, installed.describe()
 
 
 def latest_downloads(limit: int = 500) -> dict[tuple[str, bool], WeightsDownload]:

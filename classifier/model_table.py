@@ -77,7 +77,7 @@ class WeightsStatus:
     @property
     def failed_download(self) -> WeightsDownload | None:
         """The last download attempt when it failed and the file is still missing."""
-        if self.download and self.download.status == WeightsDownload.Status.FAILED and not self.installed:
+        if self.download and self.download.status in WeightsDownload.UNSUCCESSFUL and not self.installed:
             return self.download
         return None
 

@@ -149,9 +149,9 @@ def download_weights(request: HttpRequest, key: str) -> HttpResponse:
     download, created = installs.request_download(model, include_top, request.user)
     download.refresh_from_db()
     wf = model.weights_file(include_top)
-    if download.status == WeightsDownload.Status.DONE:
+    if download.status == WeightsDownload.Status.SUCCEEDED:
         messages.success(request, download.message)
-    elif download.status == WeightsDownload.Status.FAILED:
+    elif download.status in WeightsDownload.UNSUCCESSFUL:
         messages.error(request, download.message)
     elif created:
         messages.info(

@@ -11,6 +11,8 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from webapp.background import Job, JobStatus
+
 
 class Prediction(models.Model):
     """One image classified by one model, as the user saw it (History and the API both write it)."""
@@ -98,31 +100,21 @@ class ApiToken(models.Model):
         return token.user
 
 
-class WeightsDownload(models.Model):
+class WeightsDownload(Job):
     """An administrator's request to fetch one published weights file; the worker records how it went.
 
     The Models page reads the latest row per model to show "downloading" or the failure message,
     so an offline server says why a download did not happen instead of spinning forever.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Downloading"
-        DONE = "done", "Installed"
-        FAILED = "failed", "Failed"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    INTERRUPTED_MESSAGE = "The background worker stopped during this download. Start the download again."
+    STATUS_WORDS = {JobStatus.RUNNING: "Downloading", JobStatus.SUCCEEDED: "Installed"}
 
     model_key = models.CharField("model", max_length=100, help_text="Registry key of the model.")
     include_top = models.BooleanField(default=True, help_text="The file with the ImageNet head (else without).")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    message = models.TextField(blank=True, help_text="What happened, in words for the administrator.")
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -142,8 +134,4 @@ class WeightsDownload(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model_key} ({'with' if self.include_top else 'without'} head): {self.get_status_display()}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
+        return f"{self.model_key} ({'with' if self.include_top else 'without'} head): {self.status_text}"

@@ -17,6 +17,8 @@ from tests.dataset_helpers import files_under, image_zip, make_zip, write
 from tests.helpers import noise_image_bytes
 from training import exports, imports, recovery, splits, storage, tasks, uploads
 from training.models import Dataset, DatasetImage, ImportJob, Label
+from webapp import background
+from webapp import tasks as webapp_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -131,25 +133,25 @@ def test_cancelling_a_queued_import_stops_it_before_it_starts(dataset):
     imports.cancel_import(job)
     tasks.import_archive.call_local(job.pk)
     job.refresh_from_db()
-    assert job.status == ImportJob.Status.FAILED
+    assert job.status == ImportJob.Status.CANCELLED
     assert job.message == "Cancelled before it started: nothing was imported."
     assert dataset.images.count() == 0 and not os.path.exists(job.archive_path)
 
 
 def test_cancelling_a_running_import_undoes_it(dataset, monkeypatch):
     job = queue(dataset, image_zip({"cats": 4}))
-    monkeypatch.setattr(imports, "PROGRESS_INTERVAL", 0)
-    real = imports._save_progress
+    monkeypatch.setattr(background, "PROGRESS_INTERVAL", 0)
+    real = imports._Progress.__call__
 
-    def cancel_half_way(job_row, done, total):
+    def cancel_half_way(progress, done, total):
         if done == 2:
-            ImportJob.objects.filter(pk=job_row.pk).update(cancel_requested=True)
-        real(job_row, done, total)
+            ImportJob.objects.filter(pk=job.pk).update(cancel_requested=True)
+        real(progress, done, total)
 
-    monkeypatch.setattr(imports, "_save_progress", cancel_half_way)
+    monkeypatch.setattr(imports._Progress, "__call__", cancel_half_way)
     tasks.import_archive.call_local(job.pk)
     job.refresh_from_db()
-    assert job.status == ImportJob.Status.FAILED
+    assert job.status == ImportJob.Status.CANCELLED
     assert job.message == "Cancelled while it ran and undone: nothing was imported."
     assert files_under(dataset.folder) == []
 
@@ -169,10 +171,10 @@ def test_worker_killed_mid_import_is_marked_interrupted_and_undone_at_startup(da
     journal.close()
     assert len(files_under(dataset.folder)) == 3
 
-    tasks.recover_imports_on_startup()
+    webapp_tasks.recover_jobs_on_startup()
 
     job.refresh_from_db()
-    assert job.status == ImportJob.Status.FAILED
+    assert job.status == ImportJob.Status.INTERRUPTED
     assert job.message == imports.INTERRUPTED_MESSAGE
     assert files_under(dataset.folder) == []
     assert not os.path.exists(job.archive_path)
@@ -181,9 +183,9 @@ def test_worker_killed_mid_import_is_marked_interrupted_and_undone_at_startup(da
 def test_running_import_of_this_process_is_left_alone(dataset):
     job = queue(dataset, image_zip({"cats": 1}))
     ImportJob.objects.filter(pk=job.pk).update(
-        status=ImportJob.Status.RUNNING, worker=imports.worker_id(), heartbeat_at=timezone.now()
+        status=ImportJob.Status.RUNNING, worker=background.worker_id(), heartbeat_at=timezone.now()
     )
-    assert recovery.recover() == 0
+    assert background.recover_jobs() == 0
     job.refresh_from_db()
     assert job.status == ImportJob.Status.RUNNING
 
@@ -193,15 +195,16 @@ def test_running_import_without_heartbeat_is_marked_interrupted_by_the_periodic_
     ImportJob.objects.filter(pk=job.pk).update(
         status=ImportJob.Status.RUNNING, worker="elsewhere:1:abc", heartbeat_at=timezone.now() - timedelta(minutes=5)
     )
-    tasks.recover_stale_imports.call_local()
+    webapp_tasks.recover_stale_jobs.call_local()
     job.refresh_from_db()
-    assert job.status == ImportJob.Status.FAILED
+    assert job.status == ImportJob.Status.INTERRUPTED
 
 
 def test_recovery_runs_when_the_consumer_starts():
     from huey.contrib.djhuey import HUEY
 
-    assert HUEY._startup["recover_imports_on_startup"] is tasks.recover_imports_on_startup
+    assert HUEY._startup["recover_jobs_on_startup"] is webapp_tasks.recover_jobs_on_startup
+    assert HUEY._startup["clean_files_on_startup"] is tasks.clean_files_on_startup
 
 
 def test_consumer_stopped_with_sigterm_marks_the_running_import_interrupted(dataset):
@@ -209,21 +212,21 @@ def test_consumer_stopped_with_sigterm_marks_the_running_import_interrupted(data
     from huey.contrib.djhuey import HUEY
 
     job = queue(dataset, image_zip({"cats": 1}))
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, worker=imports.worker_id())
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, worker=background.worker_id())
     HUEY._emit(signals.SIGNAL_INTERRUPTED, tasks.import_archive.s(job.pk))  # what the consumer sends
     job.refresh_from_db()
-    assert (job.status, job.message) == (ImportJob.Status.FAILED, imports.INTERRUPTED_MESSAGE)
+    assert (job.status, job.message) == (ImportJob.Status.INTERRUPTED, imports.INTERRUPTED_MESSAGE)
 
 
 def test_abandoned_upload_journal_is_undone_after_its_grace_period(dataset):
     journal = storage.Journal(dataset.folder, "upload-abc")
     storage.ImageStore(dataset.folder, max_bytes=10**7, max_pixels=10**8, journal=journal).save(noise_image_bytes(3))
     journal.close()
-    recovery.recover()
+    recovery.clean_abandoned_files()
     assert len(files_under(dataset.folder)) == 3  # a recent upload may still be running
     old = (timezone.now() - timedelta(hours=2)).timestamp()
     os.utime(journal.path, (old, old))
-    recovery.recover()
+    recovery.clean_abandoned_files()
     assert files_under(dataset.folder) == []
 
 
@@ -286,17 +289,17 @@ def test_upload_that_fails_half_way_leaves_no_files(dataset, alice, monkeypatch)
 def test_import_marked_interrupted_meanwhile_does_not_commit_its_rows(dataset, monkeypatch):
     """Another consumer decided this worker was dead: the finishing worker must not win."""
     job = queue(dataset, image_zip({"cats": 3}))
-    real = imports._save_progress
+    real = imports._Progress.__call__
 
-    def recovered_elsewhere(job_row, done, total):
-        real(job_row, done, total)
+    def recovered_elsewhere(progress, done, total):
+        real(progress, done, total)
         if done == total:
-            ImportJob.transition(job_row.pk, ImportJob.Status.FAILED, message=imports.INTERRUPTED_MESSAGE)
+            ImportJob.transition(job.pk, ImportJob.Status.INTERRUPTED, message=imports.INTERRUPTED_MESSAGE)
 
-    monkeypatch.setattr(imports, "_save_progress", recovered_elsewhere)
+    monkeypatch.setattr(imports._Progress, "__call__", recovered_elsewhere)
     tasks.import_archive.call_local(job.pk)
     job.refresh_from_db()
-    assert (job.status, job.message) == (ImportJob.Status.FAILED, imports.INTERRUPTED_MESSAGE)
+    assert (job.status, job.message) == (ImportJob.Status.INTERRUPTED, imports.INTERRUPTED_MESSAGE)
     assert not dataset.images.exists() and not dataset.labels.exists()
     assert files_under(dataset.folder) == []
 
@@ -304,15 +307,15 @@ def test_import_marked_interrupted_meanwhile_does_not_commit_its_rows(dataset, m
 def test_dataset_deleted_during_the_import_leaves_no_folder(dataset, monkeypatch):
     job = queue(dataset, image_zip({"cats": 3}))
     folder = dataset.folder
-    real = imports._save_progress
+    real = imports._Progress.__call__
 
-    def delete_half_way(job_row, done, total):
+    def delete_half_way(progress, done, total):
         if done == 2:
             Dataset.objects.filter(pk=dataset.pk).delete()  # the job row goes with it
-        real(job_row, done, total)
+        real(progress, done, total)
 
-    monkeypatch.setattr(imports, "PROGRESS_INTERVAL", 0)
-    monkeypatch.setattr(imports, "_save_progress", delete_half_way)
+    monkeypatch.setattr(background, "PROGRESS_INTERVAL", 0)
+    monkeypatch.setattr(imports._Progress, "__call__", delete_half_way)
     tasks.import_archive.call_local(job.pk)
     assert not folder.exists()
     assert not os.path.exists(job.archive_path)
@@ -322,10 +325,10 @@ def test_zip_of_an_interrupted_job_is_removed_and_a_fresh_upload_is_kept(dataset
     interrupted = queue(dataset, image_zip({"cats": 1}))
     ImportJob.objects.filter(pk=interrupted.pk).update(status=ImportJob.Status.FAILED)
     orphan = write(imports.archives_dir() / "just-uploaded.zip", b"PK\x05\x06" + b"\0" * 18)
-    recovery.recover()
+    recovery.clean_abandoned_files()
     assert not os.path.exists(interrupted.archive_path)
     assert orphan.exists()  # its job row may not have committed yet
     old = (timezone.now() - timedelta(days=2)).timestamp()
     os.utime(orphan, (old, old))
-    recovery.recover()
+    recovery.clean_abandoned_files()
     assert not orphan.exists()

@@ -380,7 +380,7 @@ def test_cancel_a_queued_import_from_its_page(alice_client, dataset):
     job = ImportJob.objects.create(dataset=dataset, archive_name="a.zip")
     alice_client.post(f"/datasets/{dataset.pk}/imports/{job.pk}/cancel/")
     job.refresh_from_db()
-    assert job.status == ImportJob.Status.FAILED
+    assert job.status == ImportJob.Status.CANCELLED
 
 
 # --- Per-image actions, splits, export -----------------------------------------------------

@@ -130,7 +130,7 @@ def test_download_command_installs_what_it_fetched(weights_file, monkeypatch):
     monkeypatch.setattr(weights, "_fetch", fake_fetch)
     out, _ = run("download_weights", FAST, "--no-top")
     assert "Installed mobilenet_5_0_128_tf_no_top.h5" in out
-    assert WeightsDownload.objects.get().status == WeightsDownload.Status.DONE
+    assert WeightsDownload.objects.get().status == WeightsDownload.Status.SUCCEEDED
 
 
 def test_download_command_rejects_unknown_keys():

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+
 import pytest
+from django.utils import timezone
 
 from classifier import installs, tasks, weights, zoo
 from classifier.models import WeightsDownload
+from webapp import background
+from webapp import tasks as webapp_tasks
 
 pytestmark = pytest.mark.django_db
 
@@ -54,20 +61,55 @@ def test_a_download_for_a_model_no_longer_in_the_zoo_fails_in_words():
     assert installs.run_download(download.pk).message.startswith("Unknown model 'retired-model'")
 
 
-def test_a_starting_worker_marks_downloads_left_running_as_failed():
-    stale = WeightsDownload.objects.create(model_key="resnet50", status=WeightsDownload.Status.RUNNING)
+def test_a_starting_worker_marks_downloads_of_a_dead_worker_as_interrupted():
+    stale = WeightsDownload.objects.create(
+        model_key="resnet50", status=WeightsDownload.Status.RUNNING, worker=f"{socket.gethostname()}:999999999:gone"
+    )
     queued = WeightsDownload.objects.create(model_key="vgg16")
-    tasks.recover_downloads_on_startup()
+    webapp_tasks.recover_jobs_on_startup()
     stale.refresh_from_db()
     queued.refresh_from_db()
-    assert stale.status == WeightsDownload.Status.FAILED and "worker stopped" in stale.message
+    assert stale.status == WeightsDownload.Status.INTERRUPTED and "worker stopped" in stale.message
     assert queued.status == WeightsDownload.Status.QUEUED
+
+
+def test_a_starting_worker_leaves_another_live_workers_download_alone():
+    """Two consumers: the second one starting must not fail the first one's download."""
+    live = WeightsDownload.objects.create(
+        model_key="resnet50",
+        status=WeightsDownload.Status.RUNNING,
+        worker=f"{socket.gethostname()}:{os.getppid()}:other",
+        heartbeat_at=timezone.now(),
+    )
+    elsewhere = WeightsDownload.objects.create(
+        model_key="vgg16", status=WeightsDownload.Status.RUNNING, worker="gpu-box:42:abc", heartbeat_at=timezone.now()
+    )
+    webapp_tasks.recover_jobs_on_startup()
+    assert set(WeightsDownload.objects.values_list("status", flat=True)) == {WeightsDownload.Status.RUNNING}
+    assert {live.pk, elsewhere.pk} == set(WeightsDownload.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread writes through its own connection
+def test_a_download_keeps_its_heartbeat_while_the_file_arrives(monkeypatch):
+    beats = []
+
+    def slow_download(*args, **kwargs):
+        for _ in range(3):
+            time.sleep(0.05)
+            beats.append(WeightsDownload.objects.get().heartbeat_at)
+        raise weights.WeightsError("offline")
+
+    monkeypatch.setattr(background, "HEARTBEAT_EVERY", 0.02)
+    monkeypatch.setattr(weights, "download", slow_download)
+    download = WeightsDownload.objects.create(model_key="mobilenetv2")
+    assert installs.run_download(download.pk).status == WeightsDownload.Status.FAILED
+    assert beats[0] < beats[-1]
 
 
 def test_latest_downloads_keeps_the_newest_per_file():
     WeightsDownload.objects.create(model_key="resnet50", status=WeightsDownload.Status.FAILED)
     newest = WeightsDownload.objects.create(model_key="resnet50")
-    WeightsDownload.objects.create(model_key="resnet50", include_top=False, status=WeightsDownload.Status.DONE)
+    WeightsDownload.objects.create(model_key="resnet50", include_top=False, status=WeightsDownload.Status.SUCCEEDED)
     latest = installs.latest_downloads()
     assert latest[("resnet50", True)].pk == newest.pk
-    assert latest[("resnet50", False)].status == WeightsDownload.Status.DONE
+    assert latest[("resnet50", False)].status == WeightsDownload.Status.SUCCEEDED

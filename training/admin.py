@@ -300,7 +300,8 @@ class ImportJobAdmin(StaffManageMixin, admin.ModelAdmin):
     search_fields = ["archive_name", "dataset__name", "message"]
     list_select_related = ["dataset", "created_by"]
     readonly_fields = ["dataset", "archive_name", "archive_size", "status", "message", "progress", "report_table",
-                       "created_by", "created_at", "started_at", "heartbeat_at", "finished_at", "worker"]  # fmt: skip
+                       "created_by", "created_at", "started_at", "heartbeat_at", "finished_at", "worker",
+                       "detail"]  # fmt: skip
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

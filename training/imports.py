@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import time
+import traceback
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,25 +20,17 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from training import archives, splits, storage
 from training.models import Dataset, DatasetImage, ImportJob, Label
 from training.names import InvalidName, clean_label_name, label_key
+from webapp import background
 
 logger = logging.getLogger(__name__)
 
-# Progress rows are written at most this often: the page polls once a second and SQLite
-# prefers few, short writes.
-PROGRESS_INTERVAL = 1.0
 BULK_BATCH = 500
 
-PROCESS_TOKEN = uuid.uuid4().hex[:12]
-
-INTERRUPTED_MESSAGE = (
-    "The import was interrupted (the worker stopped while it ran), so it was undone: nothing was "
-    "imported. Upload the zip again to retry."
-)
+INTERRUPTED_MESSAGE = ImportJob.INTERRUPTED_MESSAGE
 UNEXPECTED_MESSAGE = (
     "The import stopped on an unexpected error and was undone: nothing was imported. Try again; "
     "if it happens again, tell your administrator (the worker's log has the details)."
@@ -50,14 +41,6 @@ class ImportRefused(Exception):
     """An import cannot start; str(error) says why, for the user."""
 
 
-class _Cancelled(Exception):
-    """Someone asked to cancel the running job."""
-
-
-class _JobLost(Exception):
-    """The job row is gone (dataset deleted) or no longer ours (marked interrupted meanwhile)."""
-
-
 def zip_limits() -> archives.ZipLimits:
     """The caps from settings, read at call time (tests and deployments change them)."""
     return archives.ZipLimits(
@@ -66,11 +49,6 @@ def zip_limits() -> archives.ZipLimits:
         max_ratio=settings.IMPORT_MAX_RATIO,
         max_file_bytes=settings.MAX_UPLOAD_BYTES,
     )
-
-
-def worker_id() -> str:
-    """host:pid:token of this process, written on the job it runs (see `recovery.is_dead`)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{PROCESS_TOKEN}"
 
 
 def image_store(dataset: Dataset, journal: storage.Journal) -> storage.ImageStore:
@@ -126,11 +104,7 @@ def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser 
 
 def cancel_import(job: ImportJob) -> None:
     """A queued job stops at once; a running one at its next progress write (about a second)."""
-    message = "Cancelled before it started: nothing was imported."
-    if ImportJob.transition(job.pk, ImportJob.Status.FAILED, from_=(ImportJob.Status.QUEUED,), message=message):
-        remove_archive(job.archive_path)
-    else:
-        ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(cancel_requested=True)
+    job.request_cancel("Cancelled before it started: nothing was imported.")
 
 
 # --- Running an import (worker) --------------------------------------------------------------
@@ -140,28 +114,15 @@ class _Progress:
     """Writes done/total and the heartbeat about once a second; raises when a cancel was asked."""
 
     def __init__(self, job: ImportJob) -> None:
-        self.job = job
-        self.last = 0.0
+        self.write = background.Progress(ImportJob, job.pk)
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done not in (0, total) and now - self.last < PROGRESS_INTERVAL:
-            return
-        self.last = now
-        _save_progress(self.job, done, total)
-
-
-def _save_progress(job: ImportJob, done: int, total: int) -> None:
-    rows = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING)
-    if not rows.update(done=done, total=total, heartbeat_at=timezone.now()):
-        raise _JobLost
-    if rows.filter(cancel_requested=True).exists():
-        raise _Cancelled
+        self.write(force=done in (0, total), done=done, total=total)
 
 
 def claim(job_id: int) -> ImportJob | None:
     """Queued -> running, atomically: a task delivered twice, or a cancelled job, does nothing."""
-    if not ImportJob.transition(job_id, ImportJob.Status.RUNNING, worker=worker_id()):
+    if not ImportJob.claim(job_id):
         return None
     return ImportJob.objects.select_related("dataset", "created_by").get(pk=job_id)
 
@@ -190,17 +151,17 @@ def run_import_job(job_id: int) -> ImportJob | None:
                 job.pk, ImportJob.Status.SUCCEEDED, message=_summary(report), report=report, done=F("total")
             )
             if not finished:
-                raise _JobLost  # marked interrupted meanwhile, or deleted: roll the rows back
+                raise background.JobLost  # marked interrupted meanwhile, or deleted: roll the rows back
         journal.forget()
     except archives.ArchiveError as error:
         _fail(job, str(error), journal)
-    except _Cancelled:
-        _fail(job, "Cancelled while it ran and undone: nothing was imported.", journal)
-    except _JobLost:
+    except background.Cancelled:
+        _fail(job, "Cancelled while it ran and undone: nothing was imported.", journal, ImportJob.Status.CANCELLED)
+    except background.JobLost:
         _fail(job, "The dataset was deleted, or the job stopped, while the import ran; nothing was kept.", journal)
     except Exception:
         logger.exception("Import %s failed", job.pk)
-        _fail(job, UNEXPECTED_MESSAGE, journal)
+        _fail(job, UNEXPECTED_MESSAGE, journal, detail=traceback.format_exc())
     finally:
         journal.close()
         remove_archive(job.archive_path)
@@ -219,14 +180,32 @@ def _summary(report: dict) -> str:
     return ", ".join(parts) + "."
 
 
-def _fail(job: ImportJob, message: str, journal: storage.Journal | None = None) -> None:
+def _fail(
+    job: ImportJob,
+    message: str,
+    journal: storage.Journal | None = None,
+    status: str = ImportJob.Status.FAILED,
+    detail: str = "",
+) -> None:
     """Undo the files, then record the failure. Only a running job changes state."""
     if journal is not None:
         journal.close()
         undo_journal(job.dataset_id, journal.path)
         if not Dataset.objects.filter(pk=job.dataset_id).exists():
             storage.delete_folder(journal.folder)  # deleted meanwhile: leave no empty folders behind
-    ImportJob.transition(job.pk, ImportJob.Status.FAILED, message=message, report={})
+    ImportJob.transition(job.pk, status, message=message, report={}, detail=detail)
+
+
+def journal_path(job: ImportJob) -> Path:
+    return storage.Journal.path_for(Path(settings.DATASETS_DIR) / str(job.dataset_id), f"import-{job.pk}")
+
+
+def undo_import_files(job: ImportJob) -> None:
+    """What an interrupted import wrote without rows goes (its journal lists the files)."""
+    path = journal_path(job)
+    if path.exists():
+        removed = undo_journal(job.dataset_id, path)
+        logger.info("Undid %s: removed %d files.", path, removed)
 
 
 def undo_journal(dataset_id: int, journal_path: Path) -> int:
@@ -279,7 +258,7 @@ def _manifest_parts(manifest: dict | None) -> tuple[dict[str, str], dict[str, st
 def _save_rows(dataset: Dataset, result: archives.ImportResult, user: AbstractBaseUser | None) -> None:
     """Labels and image rows for what `archives.import_zip` stored. Runs inside the transaction."""
     if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
-        raise _JobLost
+        raise background.JobLost
     was_empty = not dataset.images.exists()
     descriptions, manifest_splits = _manifest_parts(result.manifest)
     if was_empty and result.manifest:

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from training import splits, storage
 from training.names import InvalidName, clean_label_name, label_key
+from webapp.background import Job, JobStatus
 
 
 class Split(models.TextChoices):
@@ -288,20 +289,17 @@ def _delete_dataset_folder(sender, instance: Dataset, **kwargs) -> None:
     transaction.on_commit(lambda: storage.delete_folder(folder))
 
 
-class ImportJob(models.Model):
+class ImportJob(Job):
     """A zip import run by the worker. The page polls this row; the worker writes it."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Waiting for the worker"
-        RUNNING = "running", "Importing"
-        SUCCEEDED = "succeeded", "Finished"
-        FAILED = "failed", "Failed"
-
-    ACTIVE = (Status.QUEUED, Status.RUNNING)
-    # The only moves a job makes; `transition` applies them (see training.imports and .recovery).
-    TRANSITIONS = {
-        Status.QUEUED: (Status.RUNNING, Status.FAILED),  # claimed by a worker / cancelled
-        Status.RUNNING: (Status.SUCCEEDED, Status.FAILED),  # finished / failed, cancelled, interrupted
+    INTERRUPTED_MESSAGE = (
+        "The import was interrupted (the worker stopped while it ran), so it was undone: nothing was "
+        "imported. Upload the zip again to retry."
+    )
+    STATUS_WORDS = {
+        JobStatus.QUEUED: "Waiting for the worker",
+        JobStatus.RUNNING: "Importing",
+        JobStatus.SUCCEEDED: "Finished",
     }
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="import_jobs")
@@ -313,21 +311,11 @@ class ImportJob(models.Model):
         max_length=500, blank=True, help_text="Where the upload waits for the worker; removed when the job ends."
     )
     archive_size = models.PositiveBigIntegerField("zip size (bytes)", default=0)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    message = models.TextField(blank=True, help_text="The outcome in one sentence, or why the import failed.")
     total = models.PositiveIntegerField(default=0, help_text="Files in label folders to look at.")
     done = models.PositiveIntegerField(default=0, help_text="Files looked at so far.")
     report = models.JSONField(
         default=dict, blank=True, help_text="Per label: added, duplicates, rejected with reasons."
     )
-    cancel_requested = models.BooleanField(default=False)
-    worker = models.CharField(max_length=200, blank=True, help_text="host:pid:token of the consumer running it.")
-    created_at = models.DateTimeField("queued", default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="Last sign of life from the worker (written about once a second)."
-    )
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -342,29 +330,18 @@ class ImportJob(models.Model):
                 violation_error_message="An import is already running for this dataset.",
             ),
             models.CheckConstraint(condition=Q(done__lte=F("total")), name="import_done_within_total"),
-            models.CheckConstraint(
-                condition=Q(status__in=["queued", "running", "succeeded", "failed"]), name="import_status_valid"
-            ),
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="import_status_valid"),
         ]
 
     def __str__(self) -> str:
         return f"{self.archive_name} → {self.dataset}"
 
-    @classmethod
-    def transition(cls, pk: int, to: str, *, from_: tuple[str, ...] | None = None, **fields) -> bool:
-        """Move job `pk` to state `to` if its current state allows it; False when it did not.
+    def release_files(self) -> None:
+        """The zip goes, and whatever the import wrote without rows (its journal) is undone."""
+        from training import imports
 
-        A conditional UPDATE, so two processes (worker, web, recovering consumer) can never both
-        move the same job: the second one finds the state changed and does nothing.
-        """
-        sources = [s for s, targets in cls.TRANSITIONS.items() if to in targets and (from_ is None or s in from_)]
-        now = timezone.now()
-        stamps = {"started_at": now, "heartbeat_at": now} if to == cls.Status.RUNNING else {"finished_at": now}
-        return bool(cls.objects.filter(pk=pk, status__in=sources).update(status=to, **{**stamps, **fields}))
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE
+        imports.remove_archive(self.archive_path)
+        imports.undo_import_files(self)
 
     @property
     def percent(self) -> int:

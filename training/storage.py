@@ -70,9 +70,13 @@ class Journal:
 
     def __init__(self, folder: Path, name: str) -> None:
         self.folder = folder
-        self.path = folder / "journal" / f"{name}.txt"
+        self.path = self.path_for(folder, name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the operation)
+
+    @staticmethod
+    def path_for(folder: Path, name: str) -> Path:
+        return folder / "journal" / f"{name}.txt"
 
     def record(self, path: Path) -> None:
         self._file.write(f"{path.relative_to(self.folder).as_posix()}\n")

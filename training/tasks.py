@@ -1,8 +1,8 @@
 """Huey tasks of the datasets app: thin wrappers; the work and its state live in `training.imports`.
 
-Huey delivers at most once and a SIGKILL loses the running task (PITFALLS.md), so the state is
-in the database: a consumer that starts marks the imports its predecessor left "running" as
-interrupted and undoes their files; a periodic task does the same for workers that vanished.
+Huey delivers at most once and a SIGKILL loses the running task: the state is in the database and
+jobs are recovered by the one job machine (`webapp.background`, run by `webapp.tasks`). Here: what
+an import or an upload leaves on disk when it dies, and SIGTERM during an import.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from huey import signals as huey_signals
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
 from training import imports, recovery
+from training.models import ImportJob
+from webapp import background
 
 logger = logging.getLogger(__name__)
 
@@ -26,23 +28,21 @@ def import_archive(job_id: int) -> None:
 
 
 @HUEY.on_startup()
-def recover_imports_on_startup() -> None:
-    """Runs when each worker starts, before it takes a task."""
+def clean_files_on_startup() -> None:
+    """Runs when each worker starts, before it takes a task (after job recovery, see webapp.tasks)."""
     close_old_connections()
     try:
-        count = recovery.recover()
-        if count:
-            logger.warning("Marked %d interrupted import(s) as failed.", count)
+        recovery.clean_abandoned_files()
     except Exception:  # a broken database must not stop the consumer from starting
-        logger.exception("Could not check for interrupted imports.")
+        logger.exception("Could not clean files left by interrupted imports and uploads.")
     finally:
         close_old_connections()
 
 
 @db_periodic_task(crontab(minute="*/5"))
-def recover_stale_imports() -> None:
-    """Catches workers that died on another machine, and uploads a killed web process left."""
-    recovery.recover()
+def clean_abandoned_files() -> None:
+    """Catches uploads a killed web process left behind."""
+    recovery.clean_abandoned_files()
 
 
 @HUEY.signal(huey_signals.SIGNAL_INTERRUPTED)
@@ -52,6 +52,9 @@ def record_interrupted_import(signal, task, *args, **kwargs) -> None:
         return
     close_old_connections()
     try:
-        recovery.interrupt(int(task.args[0]))
+        job_id = int(task.args[0])
+        if background.interrupt(ImportJob, job_id, release_files=False):
+            path = ImportJob.objects.filter(pk=job_id).values_list("archive_path", flat=True).first()
+            imports.remove_archive(path or "")  # unlinking a file still open for reading is fine on POSIX
     finally:
         close_old_connections()

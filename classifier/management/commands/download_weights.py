@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from classifier import installs, weights, zoo
+from classifier import installs, zoo
 from classifier.models import WeightsDownload
+from webapp import background
 
 
 class Command(BaseCommand):
@@ -42,23 +42,23 @@ class Command(BaseCommand):
         for model in entries:
             wf = model.weights_file(include_top)
             self.stdout.write(f"Downloading {wf.filename} from {wf.url} ...")
+            # Recorded like a worker's download (running, this process, heartbeat) so the Models page
+            # shows it and a consumer's recovery leaves it alone while this command lives.
             record = WeightsDownload.objects.create(
                 model_key=model.key,
                 include_top=include_top,
                 status=WeightsDownload.Status.RUNNING,
+                worker=background.worker_id(),
                 started_at=timezone.now(),
+                heartbeat_at=timezone.now(),
             )
-            try:
-                installed = weights.download(
-                    model, settings.WEIGHTS_DIR, include_top=include_top, timeout=settings.WEIGHTS_DOWNLOAD_TIMEOUT
-                )
-            except weights.WeightsError as exc:
+            with background.Heartbeat(WeightsDownload, record.pk):
+                status, message = installs.fetch(record)
+            WeightsDownload.transition(record.pk, status, message=message)
+            if status != WeightsDownload.Status.SUCCEEDED:
                 failed += 1
-                installs.finish(record, WeightsDownload.Status.FAILED, str(exc))
-                self.stderr.write(self.style.ERROR(str(exc)))
+                self.stderr.write(self.style.ERROR(message))
                 continue
-            installs.forget_warm(model.key)
-            installs.finish(record, WeightsDownload.Status.DONE, installed.describe())
-            self.stdout.write(self.style.SUCCESS(installed.describe()))
+            self.stdout.write(self.style.SUCCESS(message))
         if failed:
             raise CommandError(f"{failed} of {len(entries)} download(s) failed.")

@@ -1,0 +1,45 @@
+"""Huey tasks of the project itself: recovery of every kind of background job.
+
+Huey delivers at most once and a SIGKILL loses the running task, so each job's state is a row
+(`webapp.background`). A consumer that starts, and every consumer once a minute, marks the jobs
+whose worker is provably gone as interrupted; a live consumer's jobs are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import close_old_connections
+from huey import crontab
+from huey.contrib.djhuey import HUEY, db_periodic_task
+
+from webapp import background
+
+logger = logging.getLogger(__name__)
+
+
+def recover_now() -> int:
+    """Run recovery with fresh database connections; a broken database never stops a consumer."""
+    close_old_connections()
+    try:
+        count = background.recover_jobs()
+        if count:
+            logger.warning("Marked %d interrupted job(s).", count)
+        return count
+    except Exception:
+        logger.exception("Could not check for interrupted jobs.")
+        return 0
+    finally:
+        close_old_connections()
+
+
+@HUEY.on_startup()
+def recover_jobs_on_startup() -> None:
+    """Runs when each consumer starts, before it takes a task."""
+    recover_now()
+
+
+@db_periodic_task(crontab(minute="*"))
+def recover_stale_jobs() -> None:
+    """Catches workers that died on another machine (their heartbeat stops)."""
+    background.recover_jobs()
