@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import wraps
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
-from classifier import inference, zoo
+from classifier import catalog
 from classifier.forms import ApiPredictForm
 from classifier.models import ApiToken
 from classifier.services import ClassificationFailed, classify_uploads
@@ -78,7 +77,7 @@ def api_view(methods: tuple[str, ...]) -> Callable:
 def predict(request: HttpRequest) -> JsonResponse:
     """Classify one or more images (multipart field `images`, or `image`); optional `model`, `top_k`."""
     uploads = request.FILES.getlist("images") + request.FILES.getlist("image")
-    form = ApiPredictForm(request.POST, MultiValueDict({"images": uploads}))
+    form = ApiPredictForm(request.POST, MultiValueDict({"images": uploads}), user=request.user)
     if not form.is_valid():
         errors = form.errors.get_json_data()
         first = next(iter(errors.values()))[0]
@@ -124,20 +123,20 @@ def predict(request: HttpRequest) -> JsonResponse:
 
 @api_view(("GET",))
 def models(request: HttpRequest) -> JsonResponse:
-    """Every model of the zoo, with whether it can run on this server now."""
-    data = [
-        {
-            "key": m.key,
-            "name": m.name,
-            "family": m.family,
-            "input_size": m.input_size,
-            "recommended": m.recommended,
-            "installed": inference.is_available(m),
-            "top1": m.top1,
-            "top5": m.top5,
-            "parameters_m": m.parameters_m,
-            "size_mb": m.size_mb,
+    """Every model this user may use: the zoo and trained models, with whether each can run now."""
+    data = []
+    for choice in catalog.all_choices(request.user):
+        entry = {
+            "key": choice.key,
+            "name": choice.name,
+            "kind": choice.kind,
+            "group": choice.group,
+            "input_size": choice.input_size,
+            "recommended": choice.recommended,
+            "installed": choice.available,
+            **choice.details,
         }
-        for m in zoo.all_models()
-    ]
-    return JsonResponse({"default": settings.DEFAULT_MODEL, "models": data})
+        if choice.kind == catalog.TRAINED:
+            entry["labels"] = list(choice.labels)
+        data.append(entry)
+    return JsonResponse({"default": catalog.default_key(request.user), "models": data})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
-from classifier import inference, zoo
+from classifier import catalog
 
 MAX_TOP_K = 20
 
@@ -32,48 +32,52 @@ class MultipleFileField(forms.FileField):
         return files
 
 
-def model_choices() -> list[tuple[str, list[tuple[str, str]]]]:
-    """Installed models for the picker: the guide's recommended set first, then by family."""
+def model_choices(user=None) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Models the user can run now, grouped for the picker: recommended, trained, then by family."""
     groups: dict[str, list[tuple[str, str]]] = {}
-    for model in inference.available_models():
-        group = "Recommended" if model.recommended else model.family
-        groups.setdefault(group, []).append((model.key, model.name))
+    for choice in catalog.available(user):
+        groups.setdefault(choice.group, []).append((choice.key, choice.name))
     return list(groups.items())
 
 
 class ModelNameField(forms.CharField):
-    """A model by key or name ("MobileNetV2", "mobilenet-0.25-128"), cleaned to its zoo entry."""
+    """A model by key or name ("MobileNetV2", "mobilenet-0.25-128", "trained-12"), cleaned to its choice.
+
+    The form sets `user` so that trained models are found only for people who may use them.
+    """
+
+    user = None
 
     def clean(self, value):
         value = super().clean(value)
         if not value:
-            value = settings.DEFAULT_MODEL
+            value = catalog.default_key(self.user) or settings.DEFAULT_MODEL
         try:
-            model = inference.resolve_name(value)
-        except zoo.UnknownModel as exc:
+            choice = catalog.find(value, self.user)
+        except catalog.UnknownModel as exc:
             raise forms.ValidationError(str(exc), code="unknown_model") from None
-        if not inference.is_available(model):
-            raise forms.ValidationError(
-                f"{model.name} cannot run yet: its weights are not installed on this server. "
-                "An administrator can install them from the Models page.",
-                code="unavailable",
+        if not choice.available:
+            message = (
+                f"{choice.name} cannot run yet: its weights are not installed on this server. "
+                "An administrator can install them from the Models page."
+                if choice.kind == catalog.PRETRAINED
+                else f"{choice.name} cannot run: {choice.unavailable_reason}"
             )
-        return model
+            raise forms.ValidationError(message, code="unavailable")
+        return choice
 
 
 class ClassifyForm(forms.Form):
-    """The Classify page: images and a model picked from the installed ones."""
+    """The Classify page: images and a model picked from the ones this user can run."""
 
     model = ModelNameField(required=False, widget=forms.Select)
     images = MultipleFileField(label="Images")
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = model_choices()
-        self.fields["model"].widget.choices = choices
-        keys = [key for _, group in choices for key, _ in group]
-        default = settings.DEFAULT_MODEL
-        self.fields["model"].initial = default if default in keys else (keys[0] if keys else None)
+        self.fields["model"].user = user
+        self.fields["model"].widget.choices = model_choices(user)
+        self.fields["model"].initial = catalog.default_key(user)
         self.fields["images"].widget.attrs.update({"accept": "image/*", "multiple": True})
 
 
@@ -83,6 +87,10 @@ class ApiPredictForm(forms.Form):
     model = ModelNameField(required=False)
     images = MultipleFileField()
     top_k = forms.IntegerField(required=False, min_value=1, max_value=MAX_TOP_K)
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].user = user
 
     def clean_top_k(self) -> int:
         return self.cleaned_data.get("top_k") or 5

@@ -1,69 +1,22 @@
-"""The Django side of the engine: one Engine per process, fed by the zoo and the weights folder.
+"""The Django side of the engine: one Engine per process, fed by the catalog of models.
 
-Views and the API call `get_engine()` and `resolve_name()`; the engine itself stays free of
-Django. Trained models will resolve here too, next to the zoo entries.
+Views and the API pick a model through `classifier.catalog` and call `get_engine()`; the engine
+itself stays free of Django and builds models through `catalog.resolve`.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from functools import lru_cache, partial
-from pathlib import Path
 
 from django.conf import settings
 
-from classifier import weights, zoo
-from classifier.engine import Engine, ModelSpec, configure_threads
+from classifier import catalog
+from classifier.engine import Engine, configure_threads
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
 _tensorflow_configured = False
-IMAGENET_INDEX = Path(__file__).with_name("data") / "imagenet_class_index.json"
-
-
-class ModelUnavailable(Exception):
-    """A known model that cannot run here (its weights are missing); str() is for the user."""
-
-
-@lru_cache(maxsize=1)
-def imagenet_labels() -> tuple[str, ...]:
-    """The 1000 ImageNet class names in Keras's order, shipped with the project (works offline)."""
-    index = json.loads(IMAGENET_INDEX.read_text())
-    return tuple(index[str(i)][1] for i in range(len(index)))
-
-
-def resolve_name(name: str) -> zoo.ZooModel:
-    """The zoo entry for what a user typed or picked; raises zoo.UnknownModel with a message."""
-    return zoo.get(name)
-
-
-def is_available(model: zoo.ZooModel) -> bool:
-    return weights.installed_path(model, settings.WEIGHTS_DIR) is not None
-
-
-def available_models() -> list[zoo.ZooModel]:
-    """Zoo entries whose weights are installed: the choices of the Classify page (one folder listing)."""
-    try:
-        present = weights.installed_filenames(settings.WEIGHTS_DIR)
-    except OSError:
-        return []  # an unreadable folder: no model can load; the Models page says why
-    return [m for m in zoo.all_models() if m.top.filename in present]
-
-
-def resolve(key: str) -> ModelSpec:
-    """How the engine builds a model: the installed weights file, the family's preprocessing."""
-    model = zoo.get(key)
-    path = weights.installed_path(model, settings.WEIGHTS_DIR)
-    if path is None:
-        raise ModelUnavailable(weights.missing_message(model))
-    return ModelSpec(
-        key=model.key,
-        input_size=model.input_size,
-        labels=imagenet_labels(),
-        build=partial(model.build, path),
-        preprocess=model.preprocess,
-    )
+ModelUnavailable = catalog.ModelUnavailable
 
 
 def configure_tensorflow() -> None:
@@ -85,7 +38,7 @@ def get_engine() -> Engine:
     configure_tensorflow()
     with _engine_lock:
         if _engine is None:
-            _engine = Engine(resolve, max_models=settings.MODEL_CACHE_SIZE)
+            _engine = Engine(catalog.resolve, max_models=settings.MODEL_CACHE_SIZE)
         return _engine
 
 

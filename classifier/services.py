@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 
-from classifier import imaging, inference, zoo
+from classifier import catalog, imaging, inference
 from classifier.models import Prediction
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class FileOutcome:
 
 @dataclass
 class ClassifyOutcome:
-    model: zoo.ZooModel
+    model: catalog.ModelChoice
     files: list[FileOutcome] = field(default_factory=list)
     batch_ms: float | None = None
 
@@ -58,7 +58,7 @@ def _decode(upload: UploadedFile, draft_side: int) -> imaging.DecodedImage:
     )
 
 
-def classify_uploads(user, model: zoo.ZooModel, uploads: list[UploadedFile], top_k: int = 5) -> ClassifyOutcome:
+def classify_uploads(user, model: catalog.ModelChoice, uploads: list[UploadedFile], top_k: int = 5) -> ClassifyOutcome:
     """Decode, classify in one batch and store a Prediction per good file, in upload order."""
     outcome = ClassifyOutcome(model=model)
     # The bytes of each upload are read for decoding and dropped: the originals are stored later
@@ -79,14 +79,16 @@ def classify_uploads(user, model: zoo.ZooModel, uploads: list[UploadedFile], top
 
     try:
         result = inference.get_engine().predict(model.key, [decoded.image for _, _, decoded in good])
-    except inference.ModelUnavailable as exc:
+    except catalog.ModelUnavailable as exc:
         raise ClassificationFailed(str(exc)) from None
     except Exception:
         log.exception("model %s failed to load or run", model.key)
-        raise ClassificationFailed(
-            f"{model.name} could not be loaded or run on this server. Its weights file may be damaged: "
-            "ask an administrator to import it again from the Models page."
-        ) from None
+        remedy = (
+            "Its weights file may be damaged: ask an administrator to import it again from the Models page."
+            if model.kind == catalog.PRETRAINED
+            else "Its files may be damaged: train it again from its job's page."
+        )
+        raise ClassificationFailed(f"{model.name} could not be loaded or run on this server. {remedy}") from None
 
     outcome.batch_ms = result.seconds * 1000
     per_image_ms = outcome.batch_ms / len(good)

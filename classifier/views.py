@@ -36,14 +36,14 @@ def classify(request: HtmxHttpRequest) -> HttpResponse:
     """Upload images, pick a model, see top-5 for each. HTMX swaps in the results; no-JS reloads."""
     outcome, error = None, None
     if request.method == "POST":
-        form = ClassifyForm(request.POST, request.FILES)
+        form = ClassifyForm(request.POST, request.FILES, user=request.user)
         if form.is_valid():
             try:
                 outcome = classify_uploads(request.user, form.cleaned_data["model"], form.cleaned_data["images"])
             except ClassificationFailed as exc:
                 error = str(exc)
     else:
-        form = ClassifyForm()
+        form = ClassifyForm(user=request.user)
     context = {
         "form": form,
         "outcome": outcome,

@@ -185,3 +185,10 @@ def test_models_endpoint_lists_the_zoo_with_installed_flags(api, fast_model):
 
 def test_models_endpoint_needs_credentials(client):
     assert client.get("/api/v1/models").status_code == 401
+
+
+def test_without_a_model_an_installed_one_is_used_when_the_default_is_missing(api, settings, install_weights):
+    settings.DEFAULT_MODEL = "mobilenetv2"  # not installed here
+    install_weights("mobilenet-0.5-128")
+    response = api.post(URL, {"images": [jpeg()]})
+    assert response.status_code == 200 and response.json()["model"] == "mobilenet-0.5-128"

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from django.urls import reverse
 
-from classifier import inference, model_table, weights, zoo
+from classifier import catalog, inference, model_table, weights, zoo
 from classifier.models import Prediction, WeightsDownload
 
 pytestmark = pytest.mark.django_db
@@ -284,7 +284,7 @@ def test_a_successful_download_installs_the_file(
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(download_url(FAST))
     assert response.status_code == 302
-    assert inference.is_available(inference.resolve_name(FAST))
+    assert catalog.find(FAST).available
     row = row_html(staff_client.get(MODELS).content.decode(), "mobilenet-05-128")
     assert '<span class="badge badge-muted">Installed</span>' in row and "Downloaded" in row
     assert WeightsDownload.objects.get().message.startswith("Installed mobilenet_5_0_128_tf.h5 for MobileNet 0.5 @128")

@@ -2,13 +2,15 @@
 
 from django import template
 
+from classifier import catalog
+
 register = template.Library()
 
 
 @register.filter
-def label_text(label: str) -> str:
-    """Keras class names use underscores ("fire_engine"); people read spaces."""
-    return str(label).replace("_", " ")
+def label_text(label: str, model_key: str = "") -> str:
+    """ImageNet class names read with spaces ("fire engine"); trained models' labels stay as typed."""
+    return catalog.display_label(model_key or "", label)
 
 
 @register.filter
