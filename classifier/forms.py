@@ -77,7 +77,10 @@ class ClassifyForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["model"].user = user
         self.fields["model"].widget.choices = model_choices(user)
-        self.fields["model"].initial = catalog.default_key(user)
+        keys = {key for _, group in self.fields["model"].widget.choices for key, _ in group}
+        asked = (self.initial or {}).get("model")
+        self.fields["model"].initial = asked if asked in keys else catalog.default_key(user)
+        self.initial.pop("model", None)
         self.fields["images"].widget.attrs.update({"accept": "image/*", "multiple": True})
 
 

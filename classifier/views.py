@@ -43,7 +43,7 @@ def classify(request: HtmxHttpRequest) -> HttpResponse:
             except ClassificationFailed as exc:
                 error = str(exc)
     else:
-        form = ClassifyForm(user=request.user)
+        form = ClassifyForm(user=request.user, initial={"model": request.GET.get("model")})
     context = {
         "form": form,
         "outcome": outcome,

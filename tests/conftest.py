@@ -47,13 +47,18 @@ def fresh_engine():
 
 @pytest.fixture(autouse=True)
 def immediate_tasks():
-    """Huey tasks run in-process during tests (tests of the real consumer start one themselves)."""
+    """Huey tasks run in-process during tests (tests of the real consumer start one themselves).
+
+    Both queues: the main one (imports, downloads) and the training queue.
+    """
     from huey.contrib.djhuey import HUEY
 
-    previous = HUEY.immediate
-    HUEY.immediate = True
+    from training.queue import TRAINING_HUEY
+
+    previous = HUEY.immediate, TRAINING_HUEY.immediate
+    HUEY.immediate = TRAINING_HUEY.immediate = True
     yield HUEY
-    HUEY.immediate = previous
+    HUEY.immediate, TRAINING_HUEY.immediate = previous
 
 
 @pytest.fixture

@@ -130,7 +130,8 @@ def test_redraw_keeps_stratification_and_snapshot_lists_every_image(alice):
     assert sizes == {"train": 12, "validation": 3, "test": 0}
     assert pets.split_counts()[pets.labels.get(name="dogs").pk]["validation"] == 1
     snapshot = pets.snapshot()
-    assert len(snapshot) == 15 and {row[2] for row in snapshot} == {"train", "validation"}
+    assert len(snapshot["images"]) == 15 and {row[2] for row in snapshot["images"]} == {"train", "validation"}
+    assert [name for _, name in snapshot["labels"]] == sorted(name for _, name in snapshot["labels"])
     assert pets.split_seed == 9
 
 

@@ -20,7 +20,7 @@ from django.utils.html import format_html
 
 from training import imports
 from training.forms import ImportForm
-from training.models import Dataset, DatasetImage, ImportJob, Label, Split
+from training.models import Dataset, DatasetImage, ImportJob, Label, Split, TrainedModel, TrainingJob
 from training.names import label_key
 
 
@@ -326,3 +326,42 @@ class ImportJobAdmin(StaffManageMixin, admin.ModelAdmin):
         if not job.report:
             return "—"
         return render_to_string("training/partials/_import_report.html", {"report": job.report})
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(StaffManageMixin, admin.ModelAdmin):
+    """Jobs as the worker recorded them, with the technical detail of failures (users see a sentence)."""
+
+    list_display = ["__str__", "dataset", "base_name", "status", "best_val_accuracy", "created_by", "created_at",
+                    "finished_at"]  # fmt: skip
+    list_filter = ["status", "base_key", "dataset"]
+    search_fields = ["dataset__name", "base_name", "message"]
+    list_select_related = ["dataset", "created_by"]
+    readonly_fields = ["dataset", "base_key", "base_name", "status", "message", "detail", "phase", "percent",
+                       "config", "history", "evaluation", "exports", "notes", "strategy", "timings", "versions",
+                       "batch_size_used", "best_val_accuracy", "created_by", "parent", "worker", "cancel_requested",
+                       "created_at", "started_at", "heartbeat_at", "model_ready_at", "finished_at"]  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs start from a dataset's "Train a model" page, the API or manage.py train
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the worker writes these rows
+
+    def has_delete_permission(self, request: HttpRequest, obj: TrainingJob | None = None) -> bool:
+        if obj is not None and obj.is_active:
+            return False  # cancel it first (from its page)
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(TrainedModel)
+class TrainedModelAdmin(StaffManageMixin, admin.ModelAdmin):
+    list_display = ["name", "key", "dataset", "base_key", "val_accuracy", "created_at"]
+    list_filter = ["base_key", "dataset"]
+    search_fields = ["name", "dataset__name"]
+    list_select_related = ["dataset"]
+    readonly_fields = ["job", "dataset", "base_key", "input_size", "labels", "val_accuracy", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # models come from training jobs

@@ -2,10 +2,14 @@ from django.apps import AppConfig
 
 
 class TrainingConfig(AppConfig):
-    """Datasets (and, later, training): models, zip import/export, pages and admin."""
+    """Datasets and training: models, zip import/export, training jobs, pages and admin."""
 
     name = "training"
     verbose_name = "Datasets and training"
 
     def ready(self) -> None:
+        from classifier import catalog
         from training import checks  # noqa: F401  (registers the checks)
+        from training.trained_models import SOURCE
+
+        catalog.register(SOURCE)  # trained models join the zoo in every model picker

@@ -70,6 +70,29 @@ def archives_dir() -> Path:
     return Path(settings.DATA_DIR) / "imports"
 
 
+ALREADY_RUNNING = "An import is already running for this dataset. Wait for it to finish, then try again."
+
+
+def record_import(
+    dataset: Dataset, archive_name: str, archive_path: Path, size: int, user: AbstractBaseUser | None
+) -> ImportJob:
+    """The job row of an import whose zip is (or is about to be) at `archive_path`; not queued.
+
+    Raises ImportRefused when an import is already active for the dataset (one at a time).
+    """
+    try:
+        with transaction.atomic():
+            return ImportJob.objects.create(
+                dataset=dataset,
+                created_by=user,
+                archive_name=os.path.basename(archive_name or "archive.zip")[:255],
+                archive_path=str(archive_path),
+                archive_size=size,
+            )
+    except IntegrityError:
+        raise ImportRefused(ALREADY_RUNNING) from None
+
+
 def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser | None) -> ImportJob:
     """Keep the uploaded zip for the worker and queue the job once its row has committed."""
     from training import tasks
@@ -82,20 +105,9 @@ def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser 
             out.write(chunk)
     try:
         with transaction.atomic():
-            job = ImportJob.objects.create(
-                dataset=dataset,
-                created_by=user,
-                archive_name=os.path.basename(upload.name or "archive.zip")[:255],
-                archive_path=str(path),
-                archive_size=path.stat().st_size,
-            )
+            job = record_import(dataset, upload.name or "", path, path.stat().st_size, user)
             # After the commit, or the worker may look for a row that does not exist yet.
             transaction.on_commit(lambda: tasks.import_archive(job.pk))
-    except IntegrityError:
-        path.unlink(missing_ok=True)
-        raise ImportRefused(
-            "An import is already running for this dataset. Wait for it to finish, then try again."
-        ) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -2,7 +2,7 @@
 
 Rows are shaped for the training work that follows: a `DatasetImage` never changes content (its
 file is named by its SHA-256), so a training job can snapshot a dataset as (image id, label id,
-split, sha256) rows (`Dataset.snapshot`) and rely on them until an image is deleted.
+split, sha256, format) rows (`Dataset.snapshot`) and rely on them until an image is deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
+from classifier import installs
 from training import splits, storage
 from training.names import InvalidName, clean_label_name, label_key
 from webapp.background import Job, JobStatus
@@ -161,9 +162,30 @@ class Dataset(models.Model):
             self.save(update_fields=["split_seed", "updated_at"])
         return {s: sum(1 for v in assignment.values() if v == s) for s in splits.SPLITS}
 
-    def snapshot(self) -> list[tuple[int, int, str, str]]:
-        """(image id, label id, split, sha256) of every image: what a training job records."""
-        return list(self.images.order_by("id").values_list("id", "label_id", "split", "sha256"))
+    def snapshot(self) -> dict:
+        """What a training job records of the dataset it trains on, JSON-ready.
+
+        {"labels": [[label id, name], ...] in the model's output order (by name, ignoring case),
+         "images": [[image id, label id, split, sha256, format], ...]}
+        """
+        labels = [[label.pk, label.name] for label in sorted(self.labels.all(), key=lambda la: label_key(la.name))]
+        images = [list(row) for row in self.images.order_by("id").values_list("id", "label_id", "split", "sha256",
+                                                                              "format")]  # fmt: skip
+        return {"labels": labels, "images": images}
+
+    @staticmethod
+    def can_be_seen_by(user) -> bool:
+        """Everyone logged in may browse datasets, and use the models trained on them."""
+        return bool(user is not None and user.is_authenticated and user.is_active)
+
+    def can_train(self, user) -> bool:
+        """Who may start training on this dataset: those who manage it, or hold 'add training job'."""
+        return self.can_be_changed_by(user) or bool(
+            user.is_authenticated and user.is_active and user.has_perm("training.add_trainingjob")
+        )
+
+    def active_training(self) -> TrainingJob | None:
+        return self.training_jobs.filter(status__in=TrainingJob.ACTIVE).first()
 
 
 class Label(models.Model):
@@ -348,3 +370,165 @@ class ImportJob(Job):
         if self.status == self.Status.SUCCEEDED:
             return 100
         return int(self.done * 100 / self.total) if self.total else 0
+
+
+def job_folder(job_id: int) -> Path:
+    return Path(settings.DATA_DIR) / "models" / str(job_id)
+
+
+class TrainingJob(Job):
+    """Transfer learning (and optional fine-tuning) of one base on one dataset, run by the training worker.
+
+    The row is the job's whole record: the configuration and the dataset snapshot it trained on
+    (so "Train again" and a later audit know exactly what ran), the progress the page polls,
+    the curves, the evaluation and the exports.
+    """
+
+    INTERRUPTED_MESSAGE = (
+        "Training was interrupted: the worker stopped while it ran. The curves so far are kept; press "
+        "“Train again” to start over."
+    )
+    STATUS_WORDS = {JobStatus.QUEUED: "Queued", JobStatus.RUNNING: "Training", JobStatus.SUCCEEDED: "Finished"}
+    PHASES = {
+        "preparing": "Preparing",
+        "decoding": "Reading images",
+        "features": "Computing features",
+        "transfer": "Transfer learning",
+        "fine-tune": "Fine-tuning",
+        "evaluating": "Evaluating",
+        "saving": "Saving the model",
+        "exporting": "Building exports",
+    }
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="training_jobs")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name="started by",
+    )  # fmt: skip
+    parent = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children",
+        help_text="The job this one was started again from.",
+    )  # fmt: skip
+    base_key = models.CharField("base model", max_length=100, help_text="Zoo key of the pretrained base.")
+    base_name = models.CharField(max_length=200)
+    config = models.JSONField(default=dict, help_text="The full configuration, as the trainer received it.")
+    snapshot = models.JSONField(default=dict, help_text="Labels and images (id, label, split, hash) it trains on.")
+    versions = models.JSONField(default=dict, blank=True, help_text="Python, TensorFlow, Keras, NumPy versions.")
+    phase = models.CharField(max_length=20, blank=True)
+    percent = models.FloatField(default=0)
+    epoch = models.PositiveIntegerField(null=True, blank=True)
+    epochs = models.PositiveIntegerField(null=True, blank=True)
+    batch = models.PositiveIntegerField(null=True, blank=True)
+    batches = models.PositiveIntegerField(null=True, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    history = models.JSONField(default=list, blank=True, help_text="Per epoch: phase, loss, accuracy, val_*, seconds.")
+    notes = models.JSONField(default=list, blank=True, help_text="What the job changed or chose, in sentences.")
+    batch_size_used = models.PositiveIntegerField(null=True, blank=True)
+    strategy = models.JSONField(default=dict, blank=True, help_text="Caches and paths the trainer used.")
+    timings = models.JSONField(default=dict, blank=True)
+    evaluation = models.JSONField(default=dict, blank=True, help_text="Per split: accuracy, per-label scores, ...")
+    exports = models.JSONField(default=dict, blank=True, help_text="Per format: file, size, agreement, message.")
+    best_val_accuracy = models.FloatField(null=True, blank=True)
+    model_ready_at = models.DateTimeField(null=True, blank=True, help_text="When the model became usable.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "training job"
+        indexes = [
+            # The datasets page lists its jobs, newest first; the queue position counts queued jobs.
+            models.Index(fields=["dataset", "-created_at"], name="trainingjob_dataset_recent"),
+            models.Index(fields=["status", "created_at"], name="trainingjob_queue"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="trainingjob_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk}: {self.base_name} on {self.dataset}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:job_detail", args=[self.pk])
+
+    @property
+    def folder(self) -> Path:
+        """Where this job's files live (its model, exports, temporary files): DATA_DIR/models/<job id>/."""
+        return job_folder(self.pk)
+
+    def release_files(self) -> None:
+        """A job that will not finish keeps its curves but not its half-written files."""
+        if not TrainedModel.objects.filter(job_id=self.pk).exists():
+            storage.delete_folder(self.folder)
+
+    def can_be_changed_by(self, user) -> bool:
+        """Cancel, delete, train again: who started it, or who manages the dataset."""
+        if not (user.is_authenticated and user.is_active):
+            return False
+        return user.is_staff or self.created_by_id == user.pk or self.dataset.can_be_changed_by(user)
+
+    @property
+    def phase_text(self) -> str:
+        return self.PHASES.get(self.phase, self.phase.capitalize())
+
+    @property
+    def labels(self) -> list[str]:
+        return [name for _, name in self.snapshot.get("labels", [])]
+
+    @property
+    def image_count(self) -> int:
+        return len(self.snapshot.get("images", []))
+
+    def queue_position(self) -> int | None:
+        """1 for the next job to start; None unless queued."""
+        if self.status != JobStatus.QUEUED:
+            return None
+        earlier = TrainingJob.objects.filter(status=JobStatus.QUEUED).filter(
+            Q(created_at__lt=self.created_at) | Q(created_at=self.created_at, pk__lt=self.pk)
+        )
+        return earlier.count() + 1
+
+    @property
+    def fine_tunes(self) -> bool:
+        return bool(self.config.get("fine_tune_epochs")) and self.config.get("fine_tune_from") is not None
+
+
+class TrainedModel(models.Model):
+    """A model a job produced: it classifies in the Classify page and the API as `trained-<id>`."""
+
+    job = models.OneToOneField(TrainingJob, on_delete=models.CASCADE, related_name="trained_model")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="trained_models")
+    name = models.CharField(max_length=200, help_text="Shown in the model picker.")
+    base_key = models.CharField("base model", max_length=100)
+    input_size = models.PositiveIntegerField(help_text="Pixels per side the model takes.")
+    labels = models.JSONField(help_text="Label names in the model's output order, as typed in the dataset.")
+    val_accuracy = models.FloatField("validation accuracy", null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "trained model"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def key(self) -> str:
+        """The catalog key: its own key space, so no name a user types shadows a zoo model."""
+        return f"trained-{self.pk}"
+
+    @property
+    def path(self) -> Path:
+        return job_folder(self.job_id) / "model.keras"
+
+
+@receiver(post_delete, sender=TrainingJob)
+def _delete_job_files(sender, instance: TrainingJob, **kwargs) -> None:
+    """The model, exports and any temporary files go with the job, once the delete has committed."""
+    folder = instance.folder
+    transaction.on_commit(lambda: storage.delete_folder(folder))
+
+
+@receiver(post_delete, sender=TrainedModel)
+def _forget_warm_model(sender, instance: TrainedModel, **kwargs) -> None:
+    """This process's warm copy of a deleted model goes too (others find its files gone)."""
+    key = instance.key
+    transaction.on_commit(lambda: installs.forget_warm(key))

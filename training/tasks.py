@@ -1,8 +1,10 @@
-"""Huey tasks of the datasets app: thin wrappers; the work and its state live in `training.imports`.
+"""Huey tasks of the training app: thin wrappers; the work and its state live in `imports` and `jobs`.
 
-Huey delivers at most once and a SIGKILL loses the running task: the state is in the database and
-jobs are recovered by the one job machine (`webapp.background`, run by `webapp.tasks`). Here: what
-an import or an upload leaves on disk when it dies, and SIGTERM during an import.
+Zip imports go to the main queue (with weights downloads); training jobs to the training queue
+(`training.queue`), consumed by their own worker, so neither holds up the other. Huey delivers at
+most once and a SIGKILL loses the running task: the state is in the database and jobs are recovered
+by the one job machine (`webapp.background`). Here also: what an import or an upload leaves on
+disk when it dies, and SIGTERM during a job.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import logging
 from django.db import close_old_connections
 from huey import crontab
 from huey import signals as huey_signals
-from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
+from huey.contrib.djhuey import HUEY, close_db, db_periodic_task, db_task
 
-from training import imports, recovery
-from training.models import ImportJob
+from training import imports, jobs, recovery
+from training.models import ImportJob, TrainingJob
+from training.queue import TRAINING_HUEY
 from webapp import background
+from webapp.tasks import recover_now
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,39 @@ logger = logging.getLogger(__name__)
 def import_archive(job_id: int) -> None:
     """Import the zip of ImportJob `job_id` (queued by `imports.start_import` after its commit)."""
     imports.run_import_job(job_id)
+
+
+@TRAINING_HUEY.task()
+@close_db
+def train(job_id: int) -> None:
+    """Run TrainingJob `job_id` (queued by `jobs.start_training` after its commit)."""
+    jobs.run_training_job(job_id)
+
+
+@TRAINING_HUEY.on_startup()
+def recover_jobs_on_training_worker_startup() -> None:
+    """A training worker that starts (maybe on another machine) recovers jobs of dead workers too,
+    then removes the folders of jobs that will never finish."""
+    recover_now()
+    close_old_connections()
+    try:
+        jobs.clean_abandoned_folders()
+    except Exception:
+        logger.exception("Could not clean the folders of interrupted training jobs.")
+    finally:
+        close_old_connections()
+
+
+@TRAINING_HUEY.signal(huey_signals.SIGNAL_INTERRUPTED)
+def record_interrupted_training(signal, task, *args, **kwargs) -> None:
+    """SIGTERM stopped the training worker during a job: record it now (its thread may still run)."""
+    if not isinstance(task, train.task_class) or not task.args:
+        return
+    close_old_connections()
+    try:
+        background.interrupt(TrainingJob, int(task.args[0]), release_files=False)
+    finally:
+        close_old_connections()
 
 
 @HUEY.on_startup()
@@ -41,8 +78,9 @@ def clean_files_on_startup() -> None:
 
 @db_periodic_task(crontab(minute="*/5"))
 def clean_abandoned_files() -> None:
-    """Catches uploads a killed web process left behind."""
+    """Catches uploads a killed web process left behind, and folders of jobs that ended mid-way."""
     recovery.clean_abandoned_files()
+    jobs.clean_abandoned_folders()
 
 
 @HUEY.signal(huey_signals.SIGNAL_INTERRUPTED)

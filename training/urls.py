@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views
+from training import job_views, views
 
 app_name = "training"
 
@@ -19,6 +19,15 @@ urlpatterns = [
     path("<int:pk>/import/", views.import_zip, name="import_zip"),
     path("<int:pk>/imports/<int:job_pk>/", views.import_detail, name="import_detail"),
     path("<int:pk>/imports/<int:job_pk>/cancel/", views.import_cancel, name="import_cancel"),
+    path("<int:pk>/train/", job_views.train, name="train"),
+    path("jobs/", job_views.job_list, name="job_list"),
+    path("jobs/compare/", job_views.job_compare, name="job_compare"),
+    path("jobs/<int:pk>/", job_views.job_detail, name="job_detail"),
+    path("jobs/<int:pk>/progress/", job_views.job_progress, name="job_progress"),
+    path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
+    path("jobs/<int:pk>/again/", job_views.job_again, name="job_again"),
+    path("jobs/<int:pk>/delete/", job_views.job_delete, name="job_delete"),
+    path("jobs/<int:pk>/exports/<str:fmt>/", job_views.job_export, name="job_export"),
     path("images/<int:pk>/", views.image_detail, name="image_detail"),
     path("images/<int:pk>/thumbnail/", views.image_thumbnail, name="image_thumbnail"),
     path("images/<int:pk>/original/", views.image_original, name="image_original"),

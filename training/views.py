@@ -154,6 +154,8 @@ def dataset_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         ),
         active_import=dataset.active_import(),
         recent_imports=dataset.import_jobs.select_related("created_by")[:5],
+        can_train=dataset.can_train(request.user),
+        training_jobs=list(dataset.training_jobs.select_related("created_by").defer("snapshot")[:20]),
         redraw_form=RedrawForm(initial={"seed": dataset.split_seed + 1}),
     )
     return render(request, "training/dataset_detail.html", context)
@@ -177,17 +179,25 @@ def dataset_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """A confirmation page, then the delete; refused while an import writes into the dataset."""
     dataset = _get_dataset_for_user(request, pk, write=True)
     active = dataset.active_import()
-    if request.method == "POST" and active is None:
+    training = dataset.active_training()
+    if request.method == "POST" and active is None and training is None:
         name = dataset.name
         dataset.delete()  # its folder goes once the delete commits (models._delete_dataset_folder)
         messages.success(request, f"Dataset “{name}” and all its images were deleted.")
         return redirect("training:dataset_list")
-    context = {"dataset": dataset, "active_import": active, "image_count": dataset.images.count()}
+    context = {
+        "dataset": dataset,
+        "active_import": active,
+        "active_training": training,
+        "image_count": dataset.images.count(),
+        "model_count": dataset.trained_models.count(),
+    }
+    busy = active is not None or training is not None
     return render(
         request,
         "training/dataset_confirm_delete.html",
         context,
-        status=409 if active and request.method == "POST" else 200,
+        status=409 if busy and request.method == "POST" else 200,
     )
 
 

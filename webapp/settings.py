@@ -166,9 +166,32 @@ _huey_common = {
 }
 if os.getenv("REDIS_URL"):
     HUEY = {**_huey_common, "huey_class": "huey.RedisHuey", "url": envsecret("REDIS_URL")}
+    TRAINING_QUEUE = {"huey_class": "huey.RedisHuey", "name": "transferlab-training", "url": envsecret("REDIS_URL")}
 else:
     # Its own file: SqliteHuey takes an exclusive lock on every dequeue (huey#445).
     HUEY = {**_huey_common, "huey_class": "huey.SqliteHuey", "filename": str(DATA_DIR / "huey.sqlite3")}
+    TRAINING_QUEUE = {
+        "huey_class": "huey.SqliteHuey",
+        "name": "transferlab-training",
+        "filename": str(DATA_DIR / "huey-training.sqlite3"),
+    }
+# Training has its own queue and consumer (`manage.py run_training_worker`, started by `make run`):
+# an hour of training never holds up a zip import or a weights download. Jobs run one after
+# another unless TRAINING_CONCURRENCY allows more at once (each uses every core it is given).
+TRAINING_CONCURRENCY = envint("TRAINING_CONCURRENCY", 1)
+
+
+def _default_training_memory_mb() -> int:
+    """Half of this machine's memory, at most 8 GB: the web process and its models need the rest."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return 4096
+    return int(max(1024, min(8192, total // 2)))
+
+
+# What one training job may use; the trainer lowers the batch size (and drops optional caches) to fit.
+TRAINING_MEMORY_MB = envint("TRAINING_MEMORY_MB", _default_training_memory_mb())
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -1,8 +1,9 @@
-"""Run the web server (gunicorn) and the task worker (Huey consumer) together, as `make run` does.
+"""Run the web server (gunicorn) and the workers (Huey consumers) together, as `make run` does.
 
-One command for the IT person: both processes start, the URL is printed, and Ctrl-C (or SIGTERM
-from a service manager) stops both. If either dies, the other is stopped too, so a half-running
-TransferLab never hides behind a live web page.
+One command for the IT person: the web server, the worker for imports and downloads and the
+training worker start, the URL is printed, and Ctrl-C (or SIGTERM from a service manager) stops
+them all. If one dies, the others are stopped too, so a half-running TransferLab never hides
+behind a live web page.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = "Start gunicorn and the Huey consumer together; Ctrl-C stops both."
+    help = "Start gunicorn, the worker and the training worker together; Ctrl-C stops them all."
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--bind", default=os.getenv("BIND", "127.0.0.1:8000"), help="host:port to listen on")
@@ -44,10 +45,12 @@ class Command(BaseCommand):
             "--no-control-socket",  # several instances on one machine must not share ~/.gunicorn
         ]  # fmt: skip
         worker = [sys.executable, "manage.py", "run_huey"]
+        training_worker = [sys.executable, "manage.py", "run_training_worker"]
         cwd = str(settings.BASE_DIR)
         procs = {
             "web server": subprocess.Popen(web, cwd=cwd),
             "worker": subprocess.Popen(worker, cwd=cwd),
+            "training worker": subprocess.Popen(training_worker, cwd=cwd),
         }
         self.stdout.write(self.style.SUCCESS(f"TransferLab is starting at {self._url(bind)}  (Ctrl-C stops it)"))
         self.stdout.write(f"Data folder: {settings.DATA_DIR}")
@@ -74,10 +77,12 @@ class Command(BaseCommand):
         self.stdout.write("TransferLab stopped.")
 
     def _stop_all(self, procs: dict[str, subprocess.Popen]) -> None:
-        # SIGINT: gunicorn shuts down, Huey lets running tasks finish (SIGTERM would interrupt them).
-        for proc in procs.values():
+        # SIGINT: gunicorn shuts down, Huey lets a running import or download finish. A training job
+        # can run for hours: the training worker gets SIGTERM, which stops it at once and records
+        # the job as interrupted (its curves are kept; "Train again" restarts it).
+        for name, proc in procs.items():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(signal.SIGTERM if name == "training worker" else signal.SIGINT)
         deadline = time.monotonic() + 30
         for proc in procs.values():
             try:

@@ -1,0 +1,147 @@
+"""The real training worker in a subprocess: it runs a queued job end to end against a temporary
+database and queue, and a second worker recovers the job of one that was killed mid-training.
+
+Nothing is mocked: `manage.py run_training_worker` consumes the SQLite queue, the job trains a
+small MobileNetV2 with generated weights, and the test reads the database the worker writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SETUP = """
+import json, sys
+from django.contrib.auth import get_user_model
+from tests.helpers import make_zoo_weights
+from tests.training_helpers import TRAIN_BASE, colour_dataset
+from training import jobs, trainer
+from django.conf import settings
+make_zoo_weights(TRAIN_BASE, settings.WEIGHTS_DIR, include_top=False)
+user = get_user_model().objects.create_user("worker-test", is_staff=True)
+dataset = colour_dataset(user, per_label=10)
+ids = [jobs.start_training(dataset, TRAIN_BASE, trainer.TrainConfig(**json.loads(c)), user).pk for c in sys.argv[1:]]
+print(json.dumps(ids))
+"""
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _manage(env: dict, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+def _setup(tmp_path: Path, *configs: dict) -> tuple[dict, list[int]]:
+    env = _env(tmp_path)
+    _manage(env, "migrate", "-v", "0")
+    script = tmp_path / "setup.py"
+    script.write_text(
+        "import django, os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'webapp.settings')\ndjango.setup()\n"
+        + SETUP
+    )
+    out = subprocess.run(
+        [sys.executable, str(script), *(json.dumps(c) for c in configs)],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return env, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _job(tmp_path: Path, job_id: int) -> dict:
+    with sqlite3.connect(tmp_path / "db.sqlite3", timeout=20) as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM training_trainingjob WHERE id = ?", (job_id,)).fetchone()
+        return dict(row)
+
+
+def _wait(tmp_path: Path, job_id: int, done, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _job(tmp_path, job_id)
+        if done(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {_job(tmp_path, job_id)}")
+
+
+def _worker(env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "run_training_worker"],
+        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_the_training_worker_runs_a_queued_job_end_to_end(tmp_path):
+    env, [job_id] = _setup(tmp_path, {"epochs": 8})
+    worker = _worker(env, tmp_path / "worker.log")
+    try:
+        job = _wait(tmp_path, job_id, lambda j: j["status"] not in ("queued", "running"))
+    finally:
+        _stop(worker)
+    assert job["status"] == "succeeded", (job["message"], job["detail"], (tmp_path / "worker.log").read_text()[-3000:])
+    assert json.loads(job["evaluation"])["validation"]["images"] > 0
+    assert len(json.loads(job["history"])) >= 1 and job["model_ready_at"]
+    assert (tmp_path / "models" / str(job_id) / "model.keras").exists()
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM training_trainedmodel WHERE job_id = ?", (job_id,)).fetchone()[0] == 1
+
+
+def test_a_second_worker_recovers_the_job_of_a_worker_killed_mid_training(tmp_path):
+    env, [job_id] = _setup(tmp_path, {"epochs": 400, "early_stopping": False})
+    first = _worker(env, tmp_path / "first.log")
+    try:
+        running = _wait(tmp_path, job_id, lambda j: j["status"] == "running" and json.loads(j["history"] or "[]"))
+        assert running["worker"].split(":")[1] == str(first.pid)
+        os.kill(first.pid, signal.SIGKILL)  # no chance to record anything
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert _job(tmp_path, job_id)["status"] == "running"  # what a killed worker leaves behind
+
+    second = _worker(env, tmp_path / "second.log")
+    try:
+        job = _wait(tmp_path, job_id, lambda j: j["status"] != "running", timeout=60)
+    finally:
+        _stop(second)
+    assert job["status"] == "interrupted" and "the worker stopped" in job["message"]
+    assert len(json.loads(job["history"])) >= 1  # the curves so far are kept
+    assert not (tmp_path / "models" / str(job_id)).exists()
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM"])
+def test_stopping_the_training_worker_records_the_running_job_as_interrupted(tmp_path, signal_name):
+    env, [job_id] = _setup(tmp_path, {"epochs": 400, "early_stopping": False})
+    worker = _worker(env, tmp_path / "worker.log")
+    try:
+        _wait(tmp_path, job_id, lambda j: j["status"] == "running" and json.loads(j["history"] or "[]"))
+        worker.send_signal(getattr(signal, signal_name))
+        worker.wait(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    job = _job(tmp_path, job_id)
+    assert job["status"] == "interrupted", (tmp_path / "worker.log").read_text()[-3000:]

@@ -1,0 +1,41 @@
+"""Consume the training queue: `make run` starts this next to the import/download worker.
+
+    python manage.py run_training_worker
+
+Runs TRAINING_CONCURRENCY jobs at once (default 1: jobs queue one after another). A machine with
+a GPU, sharing the database and DATA_DIR, can run only this command.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.utils.module_loading import autodiscover_modules
+
+
+class Command(BaseCommand):
+    help = "Run the training worker (the consumer of the training queue)."
+
+    def handle(self, *args, **options) -> None:
+        autodiscover_modules("tasks")  # registers the training tasks and hooks on TRAINING_HUEY
+        from training.queue import TRAINING_HUEY
+
+        logger = logging.getLogger("huey")
+        if not logger.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s:%(name)s:%(message)s"))
+            logger.addHandler(handler)
+            logger.setLevel(logging.INFO)
+        consumer = TRAINING_HUEY.create_consumer(
+            workers=settings.TRAINING_CONCURRENCY,
+            worker_type="thread",
+            periodic=False,  # recovery's periodic check runs on the main worker
+            # SqliteHuey polls with a growing delay (up to 10 s by default): a queued job should
+            # start within about a second on an idle server.
+            initial_delay=0.1,
+            backoff=1.15,
+            max_delay=1.0,
+        )
+        consumer.run()
