@@ -22,7 +22,7 @@ from classifier.models import ApiToken
 from classifier.services import ClassificationFailed, classify_uploads
 
 
-def _error(message: str, status: int, **extra) -> JsonResponse:
+def json_error(message: str, status: int, **extra) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
 
@@ -43,17 +43,17 @@ def api_view(methods: tuple[str, ...]) -> Callable:
         @wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs) -> JsonResponse:
             if request.method not in methods:
-                response = _error(f"Use {' or '.join(methods)} for this endpoint.", 405)
+                response = json_error(f"Use {' or '.join(methods)} for this endpoint.", 405)
                 response["Allow"] = ", ".join(methods)
                 return response
             key = _token_from_header(request)
             if key is not None:
                 user = ApiToken.authenticate(key)
                 if user is None:
-                    return _error("This API token is not valid (it may have been revoked).", 401)
+                    return json_error("This API token is not valid (it may have been revoked).", 401)
                 request.user = user
             elif not request.user.is_authenticated:
-                return _error(
+                return json_error(
                     "Authentication required: send 'Authorization: Bearer <token>' (create one on the API tokens "
                     "page) or log in.",
                     401,
@@ -61,7 +61,7 @@ def api_view(methods: tuple[str, ...]) -> Callable:
             elif request.method == "POST":
                 failure = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})
                 if failure is not None:
-                    return _error(
+                    return json_error(
                         "CSRF check failed: a logged-in browser session must send the X-CSRFToken header. "
                         "Scripts should use an API token instead.",
                         403,
@@ -82,12 +82,12 @@ def predict(request: HttpRequest) -> JsonResponse:
         errors = form.errors.get_json_data()
         first = next(iter(errors.values()))[0]
         status = 409 if first["code"] == "unavailable" else 400
-        return _error(first["message"], status, fields={k: [e["message"] for e in v] for k, v in errors.items()})
+        return json_error(first["message"], status, fields={k: [e["message"] for e in v] for k, v in errors.items()})
     model, top_k = form.cleaned_data["model"], form.cleaned_data["top_k"]
     try:
         outcome = classify_uploads(request.user, model, form.cleaned_data["images"], top_k=top_k)
     except ClassificationFailed as exc:
-        return _error(str(exc), 409)
+        return json_error(str(exc), 409)
 
     results = []
     for item in outcome.files:
