@@ -16,6 +16,8 @@ def label_text(label: str, model_key: str = "") -> str:
 @register.filter
 def percent(probability: float) -> str:
     value = float(probability) * 100
+    if value == 0:
+        return "0%"
     if value >= 10:
         return f"{value:.0f}%"
     if value >= 0.1:

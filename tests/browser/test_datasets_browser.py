@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 
 from training import imports, tasks
 from training.models import DatasetImage, ImportJob
+from webapp import background
 
 # The first `n` thumbnails of the grid have arrived and decoded (they load lazily, by view).
 THUMBS_LOADED = (
@@ -86,12 +87,12 @@ def test_create_dataset_import_zip_watch_progress_and_browse(page, login, screen
     # The worker: every progress step is written, and half way the page must show it by polling.
     job = ImportJob.objects.get()
     total = sum(count for count, _ in LABELS.values()) + 2  # notes.txt and the duplicate are looked at too
-    monkeypatch.setattr(imports, "PROGRESS_INTERVAL", 0)
-    real_save = imports._save_progress
+    monkeypatch.setattr(background, "PROGRESS_INTERVAL", 0)
+    real_save = imports._Progress.__call__
     seen_half_way = []
 
-    def save_and_watch(job_row, done, count):
-        real_save(job_row, done, count)
+    def save_and_watch(progress_writer, done, count):
+        real_save(progress_writer, done, count)
         if done == count // 2 and not seen_half_way:
             expect(progress).to_have_attribute("data-status", "running")
             expect(progress).to_contain_text(f"Checked {done} of {count} files (50%)")
@@ -99,7 +100,7 @@ def test_create_dataset_import_zip_watch_progress_and_browse(page, login, screen
             screenshot("dataset-import-progress")
             seen_half_way.append(done)
 
-    monkeypatch.setattr(imports, "_save_progress", save_and_watch)
+    monkeypatch.setattr(imports._Progress, "__call__", save_and_watch)
     tasks.import_archive.call_local(job.pk)
     assert seen_half_way == [total // 2]
 
