@@ -84,3 +84,51 @@ def test_real_photos_get_their_true_label_in_the_top_5_through_the_api(client, b
         guesses = [guess["label"] for guess in by_name[path.name]["predictions"]]
         assert len(guesses) == 5
         assert label in guesses, f"{path.name}: {label} not in {guesses}"
+
+
+SIGNS = SHARED / "photos" / "signdigits5"
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not SIGNS.is_dir() or not (REAL_WEIGHTS / WITHOUT_HEAD).is_file(), reason=f"no {SIGNS}")
+def test_real_photos_train_through_the_commands_and_classify_through_the_api(client, bob, tmp_path, capsys):
+    """Real MobileNet 0.25 weights, real sign-language photos: import_dataset, train --foreground, then the API."""
+    import io
+    import json
+    import zipfile
+
+    from training.models import Dataset
+
+    archive = tmp_path / "signdigits5.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(p for p in SIGNS.rglob("*") if p.is_file()):
+            zf.write(path, f"signdigits5/{path.parent.name}/{path.name}")
+    import_weights(str(REAL_WEIGHTS / WITHOUT_HEAD))
+    call_command("import_dataset", str(archive), "--name", "Sign digits", stdout=StringIO())
+    dataset = Dataset.objects.get(name="Sign digits")
+    dataset.test_percent = 20
+    dataset.save(update_fields=["test_percent"])
+    dataset.redraw_splits(seed=0)  # hold out a fifth of each label that training never sees
+
+    out = StringIO()
+    call_command("train", "--dataset", "Sign digits", "--base", "mobilenet-0.25-224", "--foreground", "--json",
+                 stdout=out, stderr=StringIO())  # fmt: skip
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["status"] == "succeeded", summary
+
+    held_out = list(dataset.images.filter(split="test").select_related("label"))
+    client.force_login(bob)
+    right = 0
+    for start in range(0, len(held_out), 32):
+        batch = held_out[start : start + 32]
+        files = [io.BytesIO(image.path.read_bytes()) for image in batch]
+        for handle, image in zip(files, batch, strict=True):
+            handle.name = image.original_name
+        body = client.post("/api/v1/predict", {"images": files, "model": summary["model"], "top_k": "1"}).json()
+        right += sum(r["predictions"][0]["label"] == i.label.name for r, i in zip(body["results"], batch, strict=True))
+    accuracy = right / len(held_out)
+    with capsys.disabled():
+        print(f"\nsigndigits5, MobileNet 0.25 @224 (real weights), default settings: validation accuracy "
+              f"{summary['val_accuracy']:.1%}, held-out accuracy through the API {accuracy:.1%} "
+              f"({right}/{len(held_out)}), job {summary['seconds']:.1f} s")  # fmt: skip
+    assert accuracy >= 0.8
