@@ -282,6 +282,11 @@ def test_a_job_trains_evaluates_and_its_model_classifies_like_any_other(
     classify = bob_client.get(f"/?model={model.key}").text
     assert f'<option value="{model.key}" selected>' in classify and "Trained models" in classify
 
+    listed = {m["key"]: m for m in bob_client.get("/api/v1/models").json()["models"]}
+    assert listed[model.key]["kind"] == "trained" and listed[model.key]["installed"] is True
+    assert listed[model.key]["labels"] == ["blue sky", "green_leaves", "Red roses"]
+    assert listed["mobilenetv2"]["kind"] == "pretrained"
+
     upload = SimpleUploadedFile("leaf.png", colour_png(1, 424242), content_type="image/png")
     result = bob_client.post("/", {"model": model.key, "images": [upload]}, **HTMX).text
     assert "green_leaves" in result  # label names as typed, underscores kept

@@ -14,7 +14,7 @@ import logging
 import shutil
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -271,8 +271,8 @@ def run_training_job(job_id: int, echo: Callable[[str], None] | None = None) -> 
 
 def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
     inference.configure_tensorflow()
-    config = trainer.TrainConfig.from_dict(job.config)
-    config = trainer.TrainConfig.from_dict({**config.as_dict(), "memory_mb": settings.TRAINING_MEMORY_MB})
+    # The server's budget applies when the job runs (it may differ from when it was queued).
+    config = replace(trainer.TrainConfig.from_dict(job.config), memory_mb=settings.TRAINING_MEMORY_MB)
     data, notes = training_data(job)
     base = trainer.zoo_base(zoo.get(job.base_key), settings.WEIGHTS_DIR)
     result = trainer.run(

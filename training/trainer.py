@@ -831,12 +831,13 @@ def _augmenter(kinds: Sequence[str], seed: int):
 
 
 def _pixel_batches(images_of, examples: list[Example], batch_size: int, augmenter):
+    """Batches of training images (augmented afresh each time when augmenting), in the order given."""
+
     def batches(order: np.ndarray):
         for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            x = np.asarray(images_of("train", examples, np.sort(idx)), np.float32)
-            # images_of returns rows in sorted order: keep labels aligned with them
-            yield (_view(x, augmenter, 1) if augmenter is not None else x), np.sort(idx)
+            idx = np.sort(order[start : start + batch_size])  # sorted: reads from disk go in file order
+            x = np.asarray(images_of("train", examples, idx), np.float32)
+            yield (_view(x, augmenter, 1) if augmenter is not None else x), idx
 
     return batches
 
