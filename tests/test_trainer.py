@@ -123,7 +123,7 @@ def test_progress_reports_phases_epochs_and_an_eta(base, data, tmp_path):
     events: list[trainer.ProgressEvent] = []
     trainer.run(trainer.TrainConfig(epochs=4, early_stopping=False), base, data, tmp_path, on_progress=events.append)
     phases = list(dict.fromkeys(e.phase for e in events))
-    assert phases[:2] == ["preparing", "decoding"] and "features" in phases and "transfer" in phases
+    assert phases == ["preparing", "features", "transfer", "evaluating", "saving"]  # images decoded as features go
     transfer = [e for e in events if e.phase == "transfer"]
     assert transfer[-1].epoch == 4 and transfer[-1].epochs == 4 and transfer[-1].batches == 2  # 63 images, 32 a batch
     percents = [e.percent for e in events]
@@ -137,14 +137,14 @@ def test_out_of_memory_becomes_a_sentence(base, data, tmp_path, monkeypatch):
 
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
 
-    monkeypatch.setattr(trainer, "_extract", exhausted)
+    monkeypatch.setattr(trainer, "_extract_views", exhausted)
     with pytest.raises(trainer.TrainingError, match=r"ran out of memory\. Try a smaller batch size or a smaller base"):
         _run(base, data, tmp_path)
 
 
 def test_a_small_memory_budget_lowers_the_batch_size_and_says_so(base, data, tmp_path):
     result = _run(base, data, tmp_path, epochs=2, batch_size=256, fine_tune_epochs=1, fine_tune_from=100,
-                  memory_mb=700)  # fmt: skip
+                  memory_mb=850)  # fmt: skip
     assert result.batch_size < 256
     assert any("Batch size lowered from 256" in note for note in result.notes)
 

@@ -11,7 +11,6 @@ then builds the exports, which never delay the model.
 from __future__ import annotations
 
 import logging
-import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -250,10 +249,9 @@ def run_training_job(job_id: int, echo: Callable[[str], None] | None = None) -> 
         return None
     job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
     reporter = _Reporter(job, echo)
-    workdir = job.folder
     try:
         with background.Heartbeat(TrainingJob, job.pk):
-            _train(job, reporter, workdir)
+            _train(job, reporter, job.folder)
     except trainer.Cancelled:
         if reporter.lost:
             _release(job)
@@ -264,8 +262,6 @@ def run_training_job(job_id: int, echo: Callable[[str], None] | None = None) -> 
     except Exception:
         logger.exception("Training job %s failed", job.pk)
         _finish_unsuccessful(job, TrainingJob.Status.FAILED, UNEXPECTED_MESSAGE, detail=traceback.format_exc())
-    finally:
-        shutil.rmtree(workdir / "tmp", ignore_errors=True)
     return TrainingJob.objects.filter(pk=job.pk).first()
 
 
@@ -300,8 +296,9 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
             phase="exporting",
             heartbeat_at=timezone.now(),
         )
-        if not done:
-            raise trainer.Cancelled  # recovered or deleted meanwhile: nothing to publish
+        if not done:  # marked interrupted elsewhere, or deleted, meanwhile: nothing to publish
+            reporter.lost = True
+            raise trainer.Cancelled
         TrainedModel.objects.create(
             job=job,
             dataset=job.dataset,
@@ -313,8 +310,11 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
         )
     exports = _build_exports(job, result, data, reporter)
     accuracy = validation.get("accuracy")
-    message = f"The model is ready: {accuracy:.0%} of the validation images right" if accuracy is not None else ""
-    message += f" ({validation.get('images', 0)} images)." if accuracy is not None else "The model is ready."
+    message = (
+        f"The model is ready: {accuracy:.0%} of the validation images right ({validation['images']} images)."
+        if accuracy is not None
+        else "The model is ready."
+    )
     if reporter.stop and not reporter.lost:
         message += " Building the exports was cancelled."
     TrainingJob.transition(job.pk, TrainingJob.Status.SUCCEEDED, message=message, exports=exports, percent=100)
@@ -333,10 +333,10 @@ def _build_exports(job: TrainingJob, result: trainer.TrainResult, data: trainer.
         calibration = trainer.load_images([data.train[i] for i in chosen], size)
     except trainer.TrainingError as exc:
         return {fmt: _export_failure(fmt, str(exc)) for fmt in exporting.FORMATS}
-    for i, fmt in enumerate(exporting.FORMATS):
+    for fmt in exporting.FORMATS:
         if reporter.stop:
             break
-        reporter.progress(trainer.ProgressEvent(phase="exporting", percent=100.0 * i / len(exporting.FORMATS)))
+        reporter.progress(trainer.ProgressEvent(phase="exporting", percent=99.0))  # the model is usable already
         outcome = exporting.build_export(
             fmt,
             result.model_path,
@@ -381,8 +381,8 @@ def clean_abandoned_folders() -> int:
 
     A worker stopped with SIGTERM records its job as interrupted but cannot wait for the job's
     thread to let go of its files; a folder of a job that no longer exists, or of an ended job
-    without a model, is removed here (the training worker runs this when it starts). Active jobs'
-    folders are never touched; a model's folder keeps the model and exports, not its temporary files.
+    without a model, is removed here (the training worker runs this when it starts). Folders of
+    active jobs and of models are never touched.
     """
     root = Path(settings.DATA_DIR) / "models"
     if not root.is_dir():
@@ -392,12 +392,8 @@ def clean_abandoned_folders() -> int:
     with_model = set(TrainedModel.objects.filter(job_id__in=ids).values_list("job_id", flat=True))
     removed = 0
     for job_id in ids:
-        folder = root / str(job_id)
-        if statuses.get(job_id) in TrainingJob.ACTIVE:
+        if statuses.get(job_id) in TrainingJob.ACTIVE or job_id in with_model:
             continue
-        if job_id in with_model:
-            shutil.rmtree(folder / "tmp", ignore_errors=True)
-            continue
-        storage.delete_folder(folder)
+        storage.delete_folder(root / str(job_id))
         removed += 1
     return removed
