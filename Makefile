@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-dev
 	mkdir -p bench/results
 	$(PY) bench/predict.py --json bench/results/predict.json
 	$(PY) bench/import.py --json bench/results/import.json
+	$(PY) bench/train.py --json bench/results/train.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -35,7 +35,7 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def write_json(path: Path, figures: dict) -> None:
-    """One flat JSON object per run (figure names in ../shared/DESIGN.md), so runs can be compared."""
+    """One flat JSON object per run (figure names listed in docs/PERFORMANCE.md), so runs can be compared."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
