@@ -195,6 +195,22 @@ def test_others_may_look_but_not_cancel(bob_client, alice, colours, base_install
     assert "Cancel job" not in bob_client.get(f"/datasets/jobs/{job.pk}/").text
 
 
+def test_an_active_job_offers_cancel_not_delete_or_train_again(alice_client, alice, colours, base_installed, queued):
+    job = start(colours, alice)
+    html = alice_client.get(f"/datasets/jobs/{job.pk}/").text
+    assert "Cancel job" in html and "Train again" not in html and f"/datasets/jobs/{job.pk}/delete/" not in html
+    TrainingJob.transition(job.pk, TrainingJob.Status.CANCELLED)
+    html = alice_client.get(f"/datasets/jobs/{job.pk}/").text
+    assert "Train again" in html and f"/datasets/jobs/{job.pk}/delete/" in html
+
+
+def test_who_may_not_train_is_not_offered_train_again(bob_client, alice, colours, base_installed, queued):
+    job = start(colours, alice)
+    TrainingJob.transition(job.pk, TrainingJob.Status.CANCELLED)
+    assert "Train again" not in bob_client.get(f"/datasets/jobs/{job.pk}/").text
+    assert bob_client.post(f"/datasets/jobs/{job.pk}/again/").status_code == 403
+
+
 def test_a_dataset_cannot_be_deleted_while_a_model_trains_on_it(alice_client, alice, colours, base_installed, queued):
     start(colours, alice)
     response = alice_client.post(f"/datasets/{colours.pk}/delete/")

@@ -130,7 +130,8 @@ def _evaluation_view(split: str, result: dict, labels: list[str]) -> dict:
 @require_GET
 def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     job, can_change = _get_job_for_user(request, pk)
-    return render(request, "training/job_detail.html", _job_context(request, job, can_change))
+    context = {**_job_context(request, job, can_change), "can_train": job.dataset.can_train(request.user)}
+    return render(request, "training/job_detail.html", context)
 
 
 @require_GET
