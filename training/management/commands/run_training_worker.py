@@ -4,6 +4,10 @@
 
 Runs TRAINING_CONCURRENCY jobs at once (default 1: jobs queue one after another). A machine with
 a GPU, sharing the database and DATA_DIR, can run only this command.
+
+Signals are the other way round from `run_huey`: SIGINT (Ctrl-C, `make run` stopping) stops a
+running job at once and records it as interrupted, with its curves (a job can take hours, nobody
+waits for it); SIGTERM lets the running job finish first.
 """
 
 from __future__ import annotations
@@ -37,5 +41,6 @@ class Command(BaseCommand):
             initial_delay=0.1,
             backoff=1.15,
             max_delay=1.0,
+            graceful_signal="TERM",
         )
         consumer.run()

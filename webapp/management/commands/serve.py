@@ -77,12 +77,12 @@ class Command(BaseCommand):
         self.stdout.write("TransferLab stopped.")
 
     def _stop_all(self, procs: dict[str, subprocess.Popen]) -> None:
-        # SIGINT: gunicorn shuts down, Huey lets a running import or download finish. A training job
-        # can run for hours: the training worker gets SIGTERM, which stops it at once and records
-        # the job as interrupted (its curves are kept; "Train again" restarts it).
-        for name, proc in procs.items():
+        # SIGINT, as a Ctrl-C sends it to all of them: gunicorn shuts down, the worker lets a running
+        # import or download finish, and the training worker stops a running job at once and records
+        # it as interrupted (a job can run for hours; its curves are kept, "Train again" restarts it).
+        for proc in procs.values():
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM if name == "training worker" else signal.SIGINT)
+                proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 30
         for proc in procs.values():
             try:
