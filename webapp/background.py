@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.apps import apps
@@ -211,6 +213,36 @@ class Heartbeat:
                     logger.warning("Could not write the heartbeat of %s %s", self.model.__name__, self.pk)
         finally:
             close_old_connections()
+
+
+class CancelOnInterrupt:
+    """For commands that run a job in the foreground: Ctrl-C asks the job to stop, as its page's
+    Cancel button does (the job notices at its next progress write); a second Ctrl-C stops at once
+    (KeyboardInterrupt). Only the main thread can own signal handlers.
+    """
+
+    def __init__(self, model: type[Job], pk: int, say: Callable[[str], None], message: str) -> None:
+        self.model, self.pk, self.say, self.message = model, pk, say, message
+        self.previous = None
+        self.interrupted = False
+
+    def __enter__(self) -> CancelOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum, frame) -> None:
+        self.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.say(self.message)
+        except RuntimeError:  # interrupted in the middle of writing a line: the message is not worth a crash
+            pass
+        self.model.objects.filter(pk=self.pk).update(cancel_requested=True)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
 import uuid
 import zipfile
 from pathlib import Path
@@ -86,7 +84,8 @@ class Command(BaseCommand):
                 raise CommandError(f"Could not copy {path} into {target.parent}: {exc}") from None
             self.stdout.write(f"Importing {path} ({_size(size)}, {how}) as import job {job.pk}; Ctrl-C cancels it.")
             self.stdout.flush()
-            with _CancelOnInterrupt(job.pk, self.stderr):
+            message = "Cancelling the import: it stops and undoes itself. (Ctrl-C again: stop at once.)"
+            with background.CancelOnInterrupt(ImportJob, job.pk, self.stderr.write, message):
                 finished = imports.run_import_job(job.pk)
         except KeyboardInterrupt:  # a second Ctrl-C
             _abandon(job.pk, target, "Stopped at once (Ctrl-C) and undone: nothing was imported.")
@@ -131,31 +130,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  {item['file']} — {item['reason']}")
         if count > len(items):
             self.stdout.write(f"  …and {count - len(items)} more; the first {len(items)} are listed.")
-
-
-class _CancelOnInterrupt:
-    """Ctrl-C asks the running import to stop (it notices within about a second and undoes itself).
-
-    A second Ctrl-C stops at once (KeyboardInterrupt). Only the main thread can own signal handlers.
-    """
-
-    def __init__(self, job_id: int, out) -> None:
-        self.job_id, self.out = job_id, out
-        self.previous = None
-
-    def __enter__(self) -> _CancelOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _handle(self, signum, frame) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        self.out.write("Cancelling the import: it stops and undoes itself. (Ctrl-C again: stop at once.)")
-        ImportJob.objects.filter(pk=self.job_id).update(cancel_requested=True)
 
 
 def _checked_zip(path: Path) -> Path:

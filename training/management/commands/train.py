@@ -19,11 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -138,7 +135,12 @@ class Command(BaseCommand):
             if as_json:
                 self._json(job.pk, "queued", None, None, time.monotonic() - started)
             return
-        guard = _CancelOnInterrupt(job.pk, self._say)
+        guard = background.CancelOnInterrupt(
+            TrainingJob,
+            job.pk,
+            self._say,
+            f"Cancelling job {job.pk}: it stops within a batch and keeps its curves. (Ctrl-C again: stop at once.)",
+        )
         stray = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
         with guard, stray:
             try:
@@ -192,39 +194,6 @@ class Command(BaseCommand):
         line = {"job": job, "status": status, "model": model, "val_accuracy": val_accuracy, "seconds": seconds}
         self.stdout.write(json.dumps({**line, "seconds": round(seconds, 3)}))
         self.stdout.flush()
-
-
-class _CancelOnInterrupt:
-    """Ctrl-C asks the running job to stop: it polls the flag about once a second and stops within a batch.
-
-    A second Ctrl-C stops at once (KeyboardInterrupt). Only the main thread can own signal handlers.
-    """
-
-    def __init__(self, job_id: int, say: Callable[[str], None]) -> None:
-        self.job_id, self.say = job_id, say
-        self.previous = None
-        self.interrupted = False
-
-    def __enter__(self) -> _CancelOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-    def _handle(self, signum, frame) -> None:
-        self.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        try:
-            self.say(
-                f"Cancelling job {self.job_id}: it stops within a batch and keeps its curves. "
-                "(Ctrl-C again: stop at once.)"
-            )
-        except RuntimeError:  # interrupted in the middle of writing a line: the message is not worth a crash
-            pass
-        TrainingJob.objects.filter(pk=self.job_id).update(cancel_requested=True)
 
 
 def _plain(text: str) -> str:
