@@ -49,6 +49,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/predict.py --json bench/results/predict.json
 	$(PY) bench/import.py --json bench/results/import.json
 	$(PY) bench/train.py --json bench/results/train.json
+	$(PY) bench/load.py --json bench/results/load.json
 
 clean-venv:
 	rm -rf $(VENV)

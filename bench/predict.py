@@ -7,7 +7,7 @@ not depend on the weight values; no download): warm single-image latency through
 through a bare `tf.function` around `model(x, training=False)` (interleaved, so both see the same
 machine load), the reference guide's `model.predict` on a loaded model and its naive request
 path (build the model + `model.predict` per request), batch-of-16 throughput, end-to-end HTTP
-latency of POST /api/v1/predict through gunicorn as `make run` starts it, and the resident memory
+latency of POST /api/v1/predict through the web server as `make run` starts it (waitress), and the resident memory
 one warm model adds to a process. Prints a table; `--json PATH` writes the figures named in
 DESIGN.md; `--check` exits 1 when a target of issue 2 is missed. Exits 2 on error.
 """
@@ -164,7 +164,7 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
 
 
 def measure_http(key: str, data_dir: Path, repeat: int) -> float:
-    """p50 of POST /api/v1/predict (one JPEG, token auth) against gunicorn started as `make run` does."""
+    """p50 of POST /api/v1/predict (one JPEG, token auth) against waitress, as `manage.py serve` runs it."""
     env = {**os.environ, "DATA_DIR": str(data_dir), "DEBUG": "False"}
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=ROOT)
@@ -177,9 +177,8 @@ def measure_http(key: str, data_dir: Path, repeat: int) -> float:
     ).stdout.strip().splitlines()[-1]  # fmt: skip
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", "4", "--worker-class", "gthread", "--timeout", "300",
-         "--no-control-socket"],
+        [sys.executable, "-m", "waitress", f"--listen=127.0.0.1:{port}", "--threads=4",
+         "webapp.wsgi:application"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
