@@ -156,3 +156,119 @@ def test_thumbnail_is_a_small_jpeg_keeping_the_aspect_ratio():
     decoded = decode_ok(image_bytes("PNG", size=(1000, 500)))
     thumb = Image.open(io.BytesIO(imaging.thumbnail_jpeg(decoded.image)))
     assert thumb.format == "JPEG" and thumb.size == (256, 128)
+
+
+# --- Big pictures: reduced while decoding, so the full size never outlives the decode ----------
+
+
+def gradient(size: tuple[int, int], mode: str = "RGB") -> Image.Image:
+    """A smooth picture (no aliasing to tell resampling paths apart) with a distinct colour per corner."""
+    width, height = size
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :].repeat(height, 0)
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None].repeat(width, 1)
+    rgb = np.stack([x, y, 255 - (x + y) / 2], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb).convert(mode)
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **save_args) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **save_args)
+    return out.getvalue()
+
+
+def test_large_png_is_reduced_while_decoding_but_reports_its_real_size():
+    decoded = decode_ok(encoded(gradient((3000, 2000))), draft_side=128)
+    assert (decoded.format, decoded.width, decoded.height) == ("PNG", 3000, 2000)
+    # Reduced by 5: still at least REDUCING_GAP x 128 on each side, so the final resize loses nothing.
+    assert decoded.image.size == (600, 400)
+
+
+def test_reduced_decode_gives_the_same_model_input_and_thumbnail_as_the_full_size():
+    data = encoded(gradient((3000, 2000)))
+    full, reduced = decode_ok(data), decode_ok(data, draft_side=256)
+    for size in (128, 224):
+        a = imaging.to_model_input(full.image, size).astype(int)
+        b = imaging.to_model_input(reduced.image, size).astype(int)
+        assert np.abs(a - b).max() <= 2
+    thumbs = [Image.open(io.BytesIO(imaging.thumbnail_jpeg(d.image))) for d in (full, reduced)]
+    assert thumbs[0].size == thumbs[1].size == (256, 171)
+    assert np.abs(np.asarray(thumbs[0], dtype=int) - np.asarray(thumbs[1], dtype=int)).mean() < 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_large_exif_rotated_picture_is_reduced_then_turned_the_right_way_up(fmt):
+    image = Image.new("RGB", (3000, 1500), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 1500, 1500))  # white left half
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_ok(encoded(image, fmt, exif=exif), draft_side=128)
+    assert (decoded.width, decoded.height) == (1500, 3000)
+    w, h = decoded.image.size
+    assert w < h < 3000
+    top, bottom = decoded.image.getpixel((w // 2, h // 8)), decoded.image.getpixel((w // 2, h - h // 8))
+    assert sum(top) > 700 and sum(bottom) < 60  # the white half is now on top
+
+
+def test_large_transparent_png_is_flattened_on_white_while_reduced():
+    image = Image.new("RGBA", (2400, 1200), (0, 0, 0, 0))  # transparent black: must not darken the edge
+    image.paste((255, 0, 0, 255), (0, 0, 1200, 1200))
+    decoded = decode_ok(encoded(image), draft_side=100)
+    w, h = decoded.image.size
+    assert (w, h) == (600, 300)
+    assert decoded.image.getpixel((10, 10)) == (255, 0, 0)
+    assert decoded.image.getpixel((w - 10, h - 10)) == (255, 255, 255)
+    assert decoded.image.getpixel((w // 2, 150)) in ((255, 0, 0), (255, 255, 255))  # no grey seam
+
+
+def test_large_palette_png_keeps_its_colours_while_reduced():
+    image = gradient((1600, 1600), "P")
+    decoded = decode_ok(encoded(image), draft_side=100)
+    assert decoded.image.size == (320, 320)
+    expected = np.asarray(image.convert("RGB").reduce(5), dtype=int)
+    assert np.abs(np.asarray(decoded.image, dtype=int) - expected).mean() < 1
+
+
+def test_large_sixteen_bit_png_keeps_its_brightness_across_strips(monkeypatch):
+    monkeypatch.setattr(imaging, "STRIP_PIXELS", 50_000)  # many strips
+    array = np.full((1200, 1200), 40000, dtype=np.uint16)
+    array[600:] = 1000
+    decoded = decode_ok(encoded(Image.fromarray(array)), draft_side=100)
+    assert decoded.image.size == (300, 300)
+    assert decoded.image.getpixel((5, 5)) == (155, 155, 155)
+    assert decoded.image.getpixel((5, 295)) == (3, 3, 3)  # 1000 / 65535 * 255
+
+
+def test_thirty_two_bit_greyscale_is_scaled_by_its_whole_range_not_strip_by_strip(monkeypatch):
+    monkeypatch.setattr(imaging, "STRIP_PIXELS", 50_000)
+    array = np.full((1200, 1200), 60000, dtype=np.int32)
+    array[600:] = 200  # alone, a strip of these would count as 8-bit values and stay at 200
+    decoded = decode_ok(encoded(Image.fromarray(array, mode="I"), "TIFF"), draft_side=100)
+    assert decoded.image.getpixel((5, 5))[0] == 233  # 60000 / 65535 * 255
+    assert decoded.image.getpixel((5, 295))[0] == 0
+
+
+def test_check_size_is_asked_before_any_pixel_is_decoded():
+    seen = []
+
+    def refuse(width: int, height: int) -> None:
+        seen.append((width, height))
+        raise ImageError("No room left.")
+
+    data = encoded(gradient((300, 200)))
+    truncated = data[: len(data) // 2]  # decoding it would fail with "damaged"
+    with pytest.raises(ImageError, match="No room left"):
+        decode(truncated, **LIMITS, check_size=refuse)
+    assert seen == [(300, 200)]
+
+
+def test_memory_is_handed_back_only_after_large_decodes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(imaging, "_malloc_trim", lambda: calls.append)
+    imaging.release_memory(imaging.RELEASE_AFTER_PIXELS - 1)
+    assert calls == []
+    imaging.release_memory(imaging.RELEASE_AFTER_PIXELS)
+    assert calls == [0]
+
+
+def test_memory_release_works_on_this_platform():
+    imaging.release_memory(10**9)  # glibc: malloc_trim; elsewhere nothing, and no error either

@@ -129,22 +129,36 @@ def journals(folder: Path) -> Iterable[Path]:
 class ImageStore:
     """Verifies and writes pictures into one dataset folder. Decoding goes through `classifier.imaging`."""
 
-    def __init__(self, folder: Path, *, max_bytes: int, max_pixels: int, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        journal: Journal | None = None,
+        check_space: Callable[[int], None] | None = None,
+    ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.journal = journal
+        self.check_space = check_space  # raises when `bytes` would not fit on the disk (with its reserve)
 
     def save(self, data: bytes, sha: str | None = None) -> StoredImage:
         """Decode `data` (ImageError with the reason when it is not a usable picture), then write it.
 
         The original bytes are kept exactly: an export gives back the same files, the same hashes.
+        Only the size, the format and a thumbnail are taken from the pixels, so the picture is
+        decoded for the thumbnail's side: a 50-megapixel PNG is reduced as soon as it is decoded
+        instead of being held (and copied for the thumbnail) at full size.
         """
         sha = sha or sha256(data)
         decoded = imaging.decode(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels, draft_side=THUMBNAIL_SIDE)
         thumb = imaging.thumbnail_jpeg(decoded.image, THUMBNAIL_SIDE)
         original = image_path(self.folder, sha, decoded.format)
         small = thumbnail_path(self.folder, sha)
+        if self.check_space is not None:
+            self.check_space(len(data) + len(thumb))
         for path, content in ((original, data), (small, thumb)):
             if self.journal is not None:
                 self.journal.record(path)
