@@ -7,6 +7,7 @@ is extracted (nothing stored); "rejected" means one file is left out with its re
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -118,12 +119,23 @@ def test_an_empty_zip_is_refused_with_message(folder):
 
 
 @pytest.mark.parametrize(
-    "name", ["../evil.png", "cats/../../evil.png", "/etc/cats/x.png", "C:/cats/x.png", "..\\x.png"]
+    "name",
+    ["../evil.png", "cats/../../evil.png", "/etc/cats/x.png", "C:/cats/x.png", "..\\x.png", "d:\\cats\\x.png", "C:"],
 )
 def test_zip_with_parent_or_absolute_member_path_is_refused_with_message(folder, name):
     data = make_zip({"cats/ok.png": noise_image_bytes(1), name: noise_image_bytes(2)})
     message = refused(data, folder)
     assert "unsafe path" in message and "points outside the archive" in message
+
+
+def test_folder_with_a_colon_is_not_taken_for_a_windows_drive(folder):
+    """Only a letter and a colon before a slash (or alone) is a drive; `a:b` is an odd folder name."""
+    data = make_zip({"a:b/x.png": noise_image_bytes(1), "cats/ok.png": noise_image_bytes(2), "ab:/y.png": b"y"})
+    result = run(data, folder)
+    assert result.labels["cats"].added == 1
+    reasons = {r["file"]: r["reason"] for r in result.other}
+    assert reasons["a:b/x.png"].startswith("The folder 'a:b' cannot be a label: A label name cannot contain :")
+    assert "ab:/y.png" in reasons
 
 
 def test_zip_with_symlink_member_is_refused_with_message(folder):
@@ -342,3 +354,55 @@ def test_label_folder_with_pictures_and_a_sub_folder_is_not_mistaken_for_an_encl
     result = run(make_zip({"cats/a.png": noise_image_bytes(1), "cats/2019/b.png": noise_image_bytes(2)}), folder)
     assert list(result.labels) == ["cats"]
     assert result.labels["cats"].added == 2
+
+
+# --- The optional manifest ---------------------------------------------------------------------
+
+UNREADABLE = "transferlab.json could not be read; splits were drawn afresh."
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b'{"dataset": {"validation_percent": 20, "test_percent": 0, "split_seed": 1e400}}',
+        b'{"dataset": {"split_seed": -1e400}}',
+        b'{"dataset": {"split_seed": NaN}}',
+        b'{"splits": Infinity}',
+        b'{"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"dataset": {"split_seed": 1' + b"0" * 5000 + b"}}",
+        b'{"dataset": "pets"}',
+        b'{"labels": ["cats", "dogs"]}',
+        b'{"splits": 7}',
+        b'"just a string"',
+        b"\xff\xfe not utf-8",
+        b"{",
+    ],
+    ids=[
+        "seed-1e400", "seed--1e400", "nan", "infinity", "nested-deep", "top-level-deep", "huge-int", "dataset-str",
+        "labels-list", "splits-int", "string", "bytes", "truncated",
+    ],
+)  # fmt: skip
+def test_manifest_that_cannot_be_used_gives_the_note_and_the_import_goes_on(folder, manifest):
+    data = make_zip({"cats/a.png": noise_image_bytes(1), "transferlab.json": manifest})
+    result = run(data, folder)
+    assert result.manifest is None
+    assert UNREADABLE in result.notes
+    assert result.labels["cats"].added == 1
+
+
+def test_manifest_values_of_the_wrong_type_are_dropped_one_by_one(folder):
+    """Inside well-formed sections, a bad value is left out and the rest of the manifest still counts."""
+    manifest = {
+        "dataset": {"validation_percent": "20", "test_percent": 0, "split_seed": 7, "description": ["x"]},
+        "labels": {"cats": "Small felines", "dogs": {"a": 1}, "owls": None},
+        "splits": {"ab" * 32: "validation", "cd" * 32: ["train"], "ef" * 32: "nowhere"},
+    }
+    data = make_zip({"cats/a.png": noise_image_bytes(1), "transferlab.json": json.dumps(manifest).encode()})
+    result = run(data, folder)
+    assert result.manifest == {
+        "dataset": {"test_percent": 0, "split_seed": 7},
+        "labels": {"cats": "Small felines"},
+        "splits": {"ab" * 32: "validation"},
+    }
+    assert UNREADABLE not in result.notes

@@ -225,7 +225,8 @@ def test_abandoned_upload_journal_is_undone_after_its_grace_period(dataset):
     recovery.clean_abandoned_files()
     assert len(files_under(dataset.folder)) == 3  # a recent upload may still be running
     old = (timezone.now() - timedelta(hours=2)).timestamp()
-    os.utime(journal.path, (old, old))
+    for path in files_under(dataset.folder):  # the files were written with their journal lines
+        os.utime(path, (old, old))
     recovery.clean_abandoned_files()
     assert files_under(dataset.folder) == []
 
@@ -332,3 +333,201 @@ def test_zip_of_an_interrupted_job_is_removed_and_a_fresh_upload_is_kept(dataset
     os.utime(orphan, (old, old))
     recovery.clean_abandoned_files()
     assert not orphan.exists()
+
+
+# --- A manifest that cannot be used (finding 10) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b'{"dataset": {"validation_percent": 20, "test_percent": 0, "split_seed": 1e400}}',
+        b'{"dataset": {"validation_percent": 1e400, "test_percent": 0, "split_seed": 1}}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"labels": {"cats": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+        b'{"dataset": {"validation_percent": 20, "test_percent": 0, "split_seed": 1' + b"0" * 5000 + b"}}",
+        b'{"dataset": [1, 2], "labels": "cats", "splits": 3}',
+    ],
+    ids=["seed-1e400", "percent-1e400", "deep", "deep-label", "huge-int", "wrong-types"],
+)
+def test_import_with_a_manifest_that_cannot_be_used_goes_on_with_a_note(dataset, manifest):
+    data = make_zip(
+        {"cats/a.png": noise_image_bytes(1), "cats/b.png": noise_image_bytes(2), "transferlab.json": manifest}
+    )
+    job = queue(dataset, data)
+    tasks.import_archive.call_local(job.pk)
+    job.refresh_from_db()
+    assert (job.status, job.message) == (ImportJob.Status.SUCCEEDED, "Added 2 images.")
+    assert "transferlab.json could not be read; splits were drawn afresh." in job.report["notes"]
+    dataset.refresh_from_db()
+    assert (dataset.validation_percent, dataset.test_percent, dataset.split_seed) == (20, 0, 0)
+
+
+def test_manifest_values_out_of_range_are_not_restored(dataset):
+    manifest = b'{"dataset": {"validation_percent": 95, "test_percent": 0, "split_seed": 4294967296}}'
+    job = queue(dataset, make_zip({"cats/a.png": noise_image_bytes(1), "transferlab.json": manifest}))
+    tasks.import_archive.call_local(job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.SUCCEEDED
+    dataset.refresh_from_db()
+    assert (dataset.validation_percent, dataset.split_seed) == (20, 0)
+
+
+# --- Rows of an import that did not finish (finding 3's cleanup) ------------------------------
+
+
+def _half_written_import(dataset: Dataset, status: str, worker: str = "") -> tuple[ImportJob, DatasetImage]:
+    """A job whose worker died after committing a label and one batch of rows, with their files journalled."""
+    job = queue(dataset, image_zip({"owls": 1}))
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=status, worker=worker, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+    journal = storage.Journal(dataset.folder, f"import-{job.pk}")
+    stored = storage.ImageStore(dataset.folder, max_bytes=10**7, max_pixels=10**8, journal=journal).save(
+        noise_image_bytes(77)
+    )
+    journal.close()
+    owls = Label.objects.create(dataset=dataset, name="owls", import_job=job)
+    image = DatasetImage.objects.create(
+        dataset=dataset, label=owls, sha256=stored.sha256, original_name="o.png", format=stored.format,
+        width=stored.width, height=stored.height, import_job=job,
+    )  # fmt: skip
+    return job, image
+
+
+def test_worker_killed_while_writing_rows_is_undone_at_startup(dataset):
+    tasks.import_archive.call_local(queue(dataset, image_zip({"cats": 2})).pk)
+    before = (label_counts(dataset), files_under(dataset.folder))
+    job, _ = _half_written_import(
+        dataset, ImportJob.Status.RUNNING, worker=f"{socket.gethostname()}:999999999:deadbeef"
+    )
+    webapp_tasks.recover_jobs_on_startup()
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.INTERRUPTED
+    assert (label_counts(dataset), files_under(dataset.folder)) == before
+
+
+def test_rows_of_an_import_stopped_with_sigterm_are_removed_by_the_file_cleaner(dataset):
+    """SIGTERM marks the job interrupted without releasing it (its thread may still run); the cleaner does."""
+    tasks.import_archive.call_local(queue(dataset, image_zip({"cats": 2})).pk)
+    before = (label_counts(dataset), files_under(dataset.folder))
+    _half_written_import(dataset, ImportJob.Status.INTERRUPTED)
+    recovery.clean_abandoned_files()
+    assert (label_counts(dataset), files_under(dataset.folder)) == before
+
+
+def test_rows_of_a_running_import_are_left_alone_by_the_file_cleaner(dataset):
+    _, image = _half_written_import(dataset, ImportJob.Status.RUNNING, worker=background.worker_id())
+    recovery.clean_abandoned_files()
+    assert DatasetImage.objects.filter(pk=image.pk).exists() and image.path.exists()
+
+
+def test_deleting_an_unfinished_import_job_removes_its_rows(dataset, django_capture_on_commit_callbacks):
+    job, image = _half_written_import(dataset, ImportJob.Status.FAILED)
+    with django_capture_on_commit_callbacks(execute=True):
+        job.delete()
+    assert not dataset.images.exists() and not dataset.labels.exists()
+    assert not image.path.exists()
+
+
+def test_deleting_a_finished_import_job_keeps_what_it_imported(dataset):
+    job = queue(dataset, image_zip({"cats": 2}))
+    tasks.import_archive.call_local(job.pk)
+    ImportJob.objects.filter(pk=job.pk).delete()
+    assert label_counts(dataset) == {"cats": 2}
+    assert set(dataset.images.values_list("import_job", flat=True)) == {None}
+
+
+# --- Uploads killed mid-request (finding 17) ---------------------------------------------------
+
+
+def _killed_upload(dataset: Dataset, label: Label, seed: int, monkeypatch) -> storage.Journal:
+    """An upload whose process died in its transaction: files and journal stay, as a SIGKILL leaves them."""
+    journals = []
+    real = storage.Journal
+
+    def keep(folder, name):
+        journals.append(real(folder, name))
+        return journals[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(storage, "Journal", keep)
+        patch.setattr(uploads, "undo_journal", lambda *args: 0)  # the except clause never runs
+        patch.setattr(uploads, "_save_uploads", lambda *args: (_ for _ in ()).throw(SystemExit))
+        with pytest.raises(SystemExit):
+            uploads.add_uploads(dataset, label, [SimpleUploadedFile("a.png", noise_image_bytes(seed))], None)
+    journals[0].close()
+    return journals[0]
+
+
+def _age(path, hours: float = 2) -> None:
+    old = (timezone.now() - timedelta(hours=hours)).timestamp()
+    os.utime(path, (old, old))
+
+
+def test_killed_upload_leaves_files_that_the_cleaner_removes_after_the_grace(dataset, monkeypatch):
+    label = Label.objects.create(dataset=dataset, name="cats")
+    journal = _killed_upload(dataset, label, 5, monkeypatch)
+    assert len(files_under(dataset.folder)) == 3
+    _age(journal.path)
+    for path in files_under(dataset.folder):
+        _age(path)
+    recovery.clean_abandoned_files()
+    assert files_under(dataset.folder) == []
+
+
+def test_cleaner_keeps_a_file_that_a_live_upload_wrote_again(dataset, alice, monkeypatch):
+    """The same picture uploaded again after the kill: its new file must survive the old journal's undo,
+    even when the new upload's row commits only after the cleaner looked at the rows."""
+    label = Label.objects.create(dataset=dataset, name="cats")
+    journal = _killed_upload(dataset, label, 6, monkeypatch)
+    _age(journal.path)
+    fresh = storage.Journal(dataset.folder, "upload-live")
+    storage.ImageStore(dataset.folder, max_bytes=10**7, max_pixels=10**8, journal=fresh).save(noise_image_bytes(6))
+    fresh.close()  # the live upload has written its files; its row is not committed yet
+    recovery.clean_abandoned_files()
+    assert len(files_under(dataset.folder / "images")) == 1
+    assert len(files_under(dataset.folder / "thumbs")) == 1
+
+
+def test_killed_upload_into_a_deleted_dataset_leaves_no_folder(dataset, monkeypatch):
+    label = Label.objects.create(dataset=dataset, name="cats")
+    journal = _killed_upload(dataset, label, 7, monkeypatch)
+    folder = dataset.folder
+    Dataset.objects.filter(pk=dataset.pk).delete()  # its folder goes on commit; the upload wrote after that
+    _age(journal.path)
+    recovery.clean_abandoned_files()
+    assert not folder.exists()
+
+
+def test_folder_of_a_dataset_deleted_by_a_killed_request_is_removed(dataset):
+    """The delete committed but the process died before the on-commit callback removed the folder."""
+    tasks.import_archive.call_local(queue(dataset, image_zip({"cats": 2})).pk)
+    folder = dataset.folder
+    Dataset.objects.filter(pk=dataset.pk).delete()  # the test's transaction never commits: no callback
+    assert folder.exists()
+    recovery.clean_abandoned_files()
+    assert not folder.exists()
+
+
+def test_an_import_that_starts_while_the_cleaner_runs_keeps_its_files(dataset, monkeypatch):
+    """The import is queued, claimed and writes its first file after the cleaner read the active jobs."""
+    tasks.import_archive.call_local(queue(dataset, image_zip({"dogs": 1})).pk)  # the folder exists
+    real = storage.journals
+    started = []
+
+    def import_starts_now(folder):
+        job = queue(dataset, image_zip({"cats": 1}, seed=30))
+        ImportJob.claim(job.pk)
+        journal = storage.Journal(dataset.folder, f"import-{job.pk}")
+        storage.ImageStore(dataset.folder, max_bytes=10**7, max_pixels=10**8, journal=journal).save(
+            noise_image_bytes(8)
+        )
+        journal.close()
+        started.append(job)
+        return real(folder)
+
+    monkeypatch.setattr(storage, "journals", import_starts_now)
+    recovery.clean_abandoned_files()
+    assert len(files_under(dataset.folder / "images")) == 2
+    assert imports.journal_path(started[0]).exists()

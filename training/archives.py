@@ -5,7 +5,8 @@ Import is two steps so that a dangerous archive is refused before a single byte 
 1. `inspect` reads only the zip's central directory and refuses the whole archive for anything
    unsafe (OWASP ASVS V12.1): paths that climb out (`../`, absolute, drive letters), symbolic
    links, encryption, too many members, too many bytes once uncompressed, a member that
-   expands more than the allowed ratio. It then maps members to labels.
+   expands more than the allowed ratio. It then maps members to labels, and refuses a zip that
+   would give the dataset more labels than it may have.
 2. `import_zip` streams each member (bytes counted, never more than one image in memory),
    skips duplicates, verifies the picture with `classifier.imaging` and stores it through the
    store it is given. It returns what to write to the database; the caller writes the rows.
@@ -17,6 +18,8 @@ hostile name cannot reach the file system even if a check were missed.
 from __future__ import annotations
 
 import json
+import math
+import re
 import stat
 import unicodedata
 import zipfile
@@ -28,8 +31,15 @@ from typing import BinaryIO, Protocol
 
 from classifier import imaging
 from classifier.imaging import ImageError
-from training import storage
-from training.names import InvalidName, clean_file_name, clean_label_name, label_key
+from training import splits, storage
+from training.names import (
+    DEFAULT_MAX_LABELS,
+    InvalidName,
+    clean_file_name,
+    clean_label_name,
+    label_key,
+    too_many_labels_message,
+)
 
 MANIFEST_NAME = "transferlab.json"
 MANIFEST_MAX_BYTES = 32 * 1024 * 1024
@@ -43,6 +53,10 @@ RATIO_FLOOR_BYTES = 1024 * 1024
 READ_CHUNK = 1024 * 1024
 # Per label, the report lists at most this many file names per outcome (counts stay exact).
 REPORT_DETAIL_LIMIT = 200
+# A Windows drive: one letter and a colon, alone or before a separator (`C:`, `C:/x`, `C:\\x`).
+# `a:b/x.png` is a folder with an odd name, not a drive: it is rejected as a label, not as a path.
+DRIVE_PATH = re.compile(r"[A-Za-z]:(/|$)")
+UNREADABLE_MANIFEST_NOTE = f"{MANIFEST_NAME} could not be read; splits were drawn afresh."
 
 
 class ArchiveError(ValueError):
@@ -57,6 +71,7 @@ class ZipLimits:
     max_total_bytes: int
     max_ratio: int
     max_file_bytes: int
+    max_labels: int = DEFAULT_MAX_LABELS  # labels the dataset may have once the zip is in
 
 
 class Store(Protocol):
@@ -192,7 +207,7 @@ def _check_archive(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
         name = info.filename
         posix = name.replace("\\", "/")
         parts = posix.split("/")
-        if posix.startswith("/") or (len(posix) > 1 and posix[1] == ":") or ".." in parts:
+        if posix.startswith("/") or DRIVE_PATH.match(posix) or ".." in parts:
             raise ArchiveError(
                 f"The zip contains an unsafe path ({name!r}) that points outside the archive. "
                 "Nothing was imported; create the zip again from the folder itself."
@@ -315,6 +330,9 @@ def inspect(zf: zipfile.ZipFile, limits: ZipLimits, existing_labels: Mapping[str
             plan.notes.append(f"Folder “{top}” is empty: no label was created for it.")
     if nested:
         plan.notes.append("Images in sub-folders of a label folder were added to that label.")
+    if plan.new_labels and len(labels) > limits.max_labels:
+        existing = len(existing_labels or {})
+        raise ArchiveError(too_many_labels_message(len(labels), existing, limits.max_labels))
     return plan
 
 
@@ -336,16 +354,110 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, max_bytes: int) -> 
 
 
 def _read_manifest(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, notes: list[str]) -> dict | None:
+    """The export's manifest with every value of the expected type, or None with the documented note.
+
+    The manifest is optional: anything wrong with it (not JSON, nested too deep, a number that is
+    infinite or has thousands of digits, a section of the wrong type) costs the restored splits and
+    descriptions, never the import.
+    """
     if info is None:
         return None
     try:
-        manifest = json.loads(_read_member(zf, info, MANIFEST_MAX_BYTES))
-        if not isinstance(manifest, dict):
-            raise ValueError
-        return manifest
-    except (ValueError, _TooLarge, zipfile.BadZipFile, zlib.error, EOFError, OSError):
-        notes.append(f"{MANIFEST_NAME} could not be read; splits were drawn afresh.")
+        raw = json.loads(_read_member(zf, info, MANIFEST_MAX_BYTES), parse_constant=_no_constant, parse_float=_finite)
+        return clean_manifest(raw)
+    except (ValueError, RecursionError, _TooLarge, zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        notes.append(UNREADABLE_MANIFEST_NOTE)
         return None
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")  # NaN, Infinity, -Infinity
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")  # 1e400 parses as infinity
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What each known section may hold; other values are dropped one by one.
+_DATASET_FIELDS = {
+    "name": lambda v: isinstance(v, str),
+    "description": lambda v: isinstance(v, str),
+    "validation_percent": _is_int,
+    "test_percent": _is_int,
+    "split_seed": _is_int,
+}
+
+
+def clean_manifest(raw: object) -> dict:
+    """The manifest with only values of the expected types; ValueError when a section is not an object.
+
+    `labels` maps names to descriptions, `splits` content hashes to a split, `folders` the export's
+    folder of a label to its real name (for names Windows cannot create, see `training.exports`).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError("the manifest is not a JSON object")
+    manifest = dict(raw)
+    for section in ("dataset", "labels", "splits", "folders"):
+        if section in manifest and not isinstance(manifest[section], dict):
+            raise ValueError(f"{section} is not an object")
+    if "dataset" in manifest:
+        manifest["dataset"] = _keep(manifest["dataset"], lambda k, v: k in _DATASET_FIELDS and _DATASET_FIELDS[k](v))
+    if "labels" in manifest:
+        manifest["labels"] = _keep(manifest["labels"], lambda k, v: isinstance(v, str))
+    if "splits" in manifest:
+        manifest["splits"] = _keep(manifest["splits"], lambda k, v: isinstance(v, str) and v in splits.SPLITS)
+    if "folders" in manifest:
+        manifest["folders"] = _keep(manifest["folders"], lambda k, v: isinstance(v, str))
+    return manifest
+
+
+def _keep(section: dict, wanted: Callable[[str, object], bool]) -> dict:
+    return {key: value for key, value in section.items() if wanted(key, value)}
+
+
+def manifest_labels(manifest: dict | None) -> dict[str, str]:
+    """The labels an export lists, as they import: name -> description.
+
+    A label the export put in a safe folder (`folders`) takes that folder's name; names that
+    cannot be labels are left out.
+    """
+    labels: dict[str, str] = {}
+    for name, description in _manifest_label_items(manifest):
+        labels.setdefault(name, description)
+    return labels
+
+
+def _manifest_label_items(manifest: dict | None) -> Iterator[tuple[str, str]]:
+    if not manifest:
+        return
+    listed = dict(manifest.get("labels", {}))
+    for folder, real in manifest.get("folders", {}).items():
+        if real in listed and folder != real:
+            listed.setdefault(folder, listed.pop(real))
+    for name, description in listed.items():
+        try:
+            yield clean_label_name(name), description
+        except InvalidName:
+            continue
+
+
+def _check_manifest_labels(plan: Plan, manifest: dict | None, existing: Mapping[str, str], limits: ZipLimits) -> None:
+    """An export restored into an empty dataset creates its empty labels too: they count against the cap.
+
+    Counting stops at the first label over the cap: a manifest may list millions of names.
+    """
+    keys = set(existing) | {label_key(name) for name in plan.new_labels}
+    for name, _ in _manifest_label_items(manifest):
+        keys.add(label_key(name))
+        if len(keys) > limits.max_labels:
+            raise ArchiveError(too_many_labels_message(None, len(existing), limits.max_labels))
 
 
 def too_large_message(size: int, max_bytes: int) -> str:
@@ -359,16 +471,21 @@ def import_zip(
     known: Collection[str],
     existing_labels: Mapping[str, str],
     limits: ZipLimits,
+    restore_labels: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ImportResult:
     """Verify and store every usable picture of an archive; return what the rows must say.
 
-    `known` holds the content hashes already in the dataset (skipped as duplicates). Exceptions
-    from `on_progress` (a cancellation) propagate: the caller undoes what was stored.
+    `known` holds the content hashes already in the dataset (skipped as duplicates).
+    `restore_labels` says the manifest's labels will be created too (an export restored into an
+    empty dataset), so they count against `limits.max_labels` before anything is stored.
+    Exceptions from `on_progress` (a cancellation) propagate: the caller undoes what was stored.
     """
     with open_zip(source) as zf:
         plan = inspect(zf, limits, existing_labels)
         manifest = _read_manifest(zf, plan.manifest, plan.notes)
+        if restore_labels:
+            _check_manifest_labels(plan, manifest, existing_labels, limits)
         new = set(plan.new_labels)
         outcomes = {e.label: LabelOutcome(name=e.label, new=e.label in new) for e in plan.entries}
         added: list[Added] = []
@@ -447,7 +564,7 @@ def _take(
 
 @dataclass(frozen=True)
 class ExportItem:
-    label: str
+    label: str  # the label's folder: its name, or a safe one for a name Windows cannot create (training.exports)
     original_name: str
     sha256: str
     format: str

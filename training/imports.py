@@ -1,15 +1,29 @@
 """Zip imports into a dataset: the database side of `training.archives`, run by the worker.
 
-The order is always: verify and write files (each one in a journal first), then one short
-transaction for the rows and the job's report, then drop the journal. A failure at any point
-undoes the files from the journal, so the dataset is left as it was; a killed worker is undone
-when the consumer starts again (`training.recovery`).
+The order is always: verify and write the files (each one in a journal first), then the rows in
+short transactions, then drop the journal.
+
+Short transactions, because SQLite has one write lock for the whole database and every web
+request that writes (a prediction, an upload) waits for it: the labels go in one transaction
+(at most MAX_LABELS_PER_DATASET rows), the images in batches of BULK_BATCH rows, each batch in
+its own transaction with a pause after it, and the job's report in a last one. None holds the
+lock for more than a few tens of milliseconds, whatever the size of the zip
+(tests/test_import_locks.py measures it).
+
+Rows stay provisional until the import has succeeded: every label and image an import writes
+names it (`import_job`), and its last transaction, which moves the job to succeeded, is the commit
+point. Until then a failure, a cancel or a dead worker removes them (`discard_rows`): at once in
+`_fail`, through `ImportJob.release_files` when recovery finds the worker gone, in
+`training.recovery` for a job stopped without release (SIGTERM), and before an unfinished job's
+row is deleted. Then the journal undoes the files, so the dataset is left as it was. While the
+rows are written, other pages may already show them; training waits for the import to end.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 import uuid
 from collections.abc import Iterable
@@ -18,23 +32,36 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, F, OuterRef
 
 from training import archives, splits, storage
-from training.models import Dataset, DatasetImage, ImportJob, Label
-from training.names import InvalidName, clean_label_name, label_key
+from training.models import Dataset, DatasetImage, ImportJob, Label, max_labels
+from training.names import label_key, too_many_labels_message
 from webapp import background
+from webapp.diskspace import DiskFull, ensure_free_space
 
 logger = logging.getLogger(__name__)
 
-BULK_BATCH = 500
+# Image rows per transaction: 10-40 ms of the write lock on SQLite (measured on 2 cores, 8 indexes
+# per row, a table of 100,000 rows); a loaded machine stretches that a few times, far from a second.
+BULK_BATCH = 250
+# Seconds the write lock stays free after each batch, at least (and at least as long as the batch
+# held it). SQLite's busy handler lets a waiting connection sleep up to 100 ms between tries, so a
+# longer pause lets every waiting writer in.
+BATCH_PAUSE = 0.1
 
 INTERRUPTED_MESSAGE = ImportJob.INTERRUPTED_MESSAGE
+DISK_FULL_MESSAGE = (
+    "The server's disk filled up during the import, so it was undone: nothing was imported. Tell your "
+    "administrator (the server needs free disk space), then try again."
+)
 UNEXPECTED_MESSAGE = (
     "The import stopped on an unexpected error and was undone: nothing was imported. Try again; "
     "if it happens again, tell your administrator (the worker's log has the details)."
 )
+CANCELLED_MESSAGE = "Cancelled while it ran and undone: nothing was imported."
+LOST_MESSAGE = "The dataset was deleted, or the job stopped, while the import ran; nothing was kept."
 
 
 class ImportRefused(Exception):
@@ -48,13 +75,19 @@ def zip_limits() -> archives.ZipLimits:
         max_total_bytes=settings.IMPORT_MAX_TOTAL_BYTES,
         max_ratio=settings.IMPORT_MAX_RATIO,
         max_file_bytes=settings.MAX_UPLOAD_BYTES,
+        max_labels=max_labels(),
     )
 
 
 def image_store(dataset: Dataset, journal: storage.Journal) -> storage.ImageStore:
-    """The store every picture of this dataset goes through, journalled so a failure can be undone."""
+    """The store every picture of this dataset goes through, journalled so a failure can be undone,
+    and refusing to fill the disk (DiskFull) before each write."""
     return storage.ImageStore(
-        dataset.folder, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS, journal=journal
+        dataset.folder,
+        max_bytes=settings.MAX_UPLOAD_BYTES,
+        max_pixels=settings.MAX_IMAGE_PIXELS,
+        journal=journal,
+        check_space=lambda size: ensure_free_space(dataset.folder, size),
     )
 
 
@@ -99,6 +132,7 @@ def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser 
 
     folder = archives_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    ensure_free_space(folder, upload.size or 0)
     path = folder / f"{uuid.uuid4().hex}.zip"
     with open(path, "wb") as out:
         for chunk in upload.chunks():
@@ -131,6 +165,14 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         self.write(force=done in (0, total), done=done, total=total)
 
+    def hold(self) -> None:
+        """Inside each row transaction: the job is still this worker's and not cancelled, or it raises.
+
+        On PostgreSQL the heartbeat UPDATE also locks the job row until the commit, so recovery
+        cannot mark the job interrupted in the middle of a batch and miss its rows.
+        """
+        self.write(force=True)
+
 
 def claim(job_id: int) -> ImportJob | None:
     """Queued -> running, atomically: a task delivered twice, or a cancelled job, does nothing."""
@@ -147,30 +189,29 @@ def run_import_job(job_id: int) -> ImportJob | None:
         return None
     dataset = job.dataset
     journal = storage.Journal(dataset.folder, f"import-{job.pk}")
+    progress = _Progress(job)
     try:
+        known = _known_hashes(dataset)
         result = archives.import_zip(
             job.archive_path,
             store=image_store(dataset, journal),
-            known=_known_hashes(dataset),
+            known=known,
             existing_labels=dataset.label_key_map(),
             limits=zip_limits(),
-            on_progress=_Progress(job),
+            restore_labels=not known,
+            on_progress=progress,
         )
-        with transaction.atomic():
-            _save_rows(dataset, result, job.created_by)
-            report = result.report()
-            finished = ImportJob.transition(
-                job.pk, ImportJob.Status.SUCCEEDED, message=_summary(report), report=report, done=F("total")
-            )
-            if not finished:
-                raise background.JobLost  # marked interrupted meanwhile, or deleted: roll the rows back
+        _save_rows(job, result, progress)
         journal.forget()
     except archives.ArchiveError as error:
         _fail(job, str(error), journal)
+    except DiskFull as error:
+        logger.error("Import %s stopped: %s", job.pk, error)
+        _fail(job, DISK_FULL_MESSAGE, journal)
     except background.Cancelled:
-        _fail(job, "Cancelled while it ran and undone: nothing was imported.", journal, ImportJob.Status.CANCELLED)
+        _fail(job, CANCELLED_MESSAGE, journal, ImportJob.Status.CANCELLED)
     except background.JobLost:
-        _fail(job, "The dataset was deleted, or the job stopped, while the import ran; nothing was kept.", journal)
+        _fail(job, LOST_MESSAGE, journal)
     except Exception:
         logger.exception("Import %s failed", job.pk)
         _fail(job, UNEXPECTED_MESSAGE, journal, detail=traceback.format_exc())
@@ -199,13 +240,55 @@ def _fail(
     status: str = ImportJob.Status.FAILED,
     detail: str = "",
 ) -> None:
-    """Undo the files, then record the failure. Only a running job changes state."""
+    """Remove the rows the import committed, undo its files, then record the failure.
+
+    Rows go while the job is still running (so nobody deletes it meanwhile); should that fail, the
+    job still ends and `training.recovery` removes them later. Only a running job changes state.
+    """
+    try:
+        discard_rows(job.pk)
+    except Exception:
+        logger.exception("Could not remove the rows of import %s; recovery will.", job.pk)
     if journal is not None:
         journal.close()
         undo_journal(job.dataset_id, journal.path)
         if not Dataset.objects.filter(pk=job.dataset_id).exists():
             storage.delete_folder(journal.folder)  # deleted meanwhile: leave no empty folders behind
     ImportJob.transition(job.pk, status, message=message, report={}, detail=detail)
+
+
+def discard_rows(job_id: int) -> int:
+    """Delete what import `job_id` committed: its images, then its labels no one else put images in.
+
+    For an import that did not succeed only: its rows were provisional. A batch per transaction, as
+    they were written. The files go with the rows (`models._delete_image_files`). Returns the
+    number of images removed.
+    """
+    removed = 0
+    while True:
+        started = time.monotonic()
+        with transaction.atomic():
+            batch = list(DatasetImage.objects.filter(import_job_id=job_id).values_list("pk", flat=True)[:BULK_BATCH])
+            if batch:
+                DatasetImage.objects.filter(pk__in=batch).delete()
+        if not batch:
+            break
+        removed += len(batch)
+        _yield_to_other_writers(time.monotonic() - started)
+    with transaction.atomic():
+        filled = DatasetImage.objects.filter(label=OuterRef("pk"))
+        Label.objects.filter(import_job_id=job_id).exclude(Exists(filled)).delete()
+    return removed
+
+
+def _yield_to_other_writers(held: float) -> None:
+    """Leave SQLite's write lock free between two short transactions, so waiting writers get it.
+
+    At least as long as the last transaction held it: the import never has the lock more than half
+    the time, however slow a loaded machine makes each batch.
+    """
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        time.sleep(max(BATCH_PAUSE, held))
 
 
 def journal_path(job: ImportJob) -> Path:
@@ -231,115 +314,150 @@ def remove_archive(path: str) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-def labels_for(
-    dataset: Dataset, names: Iterable[str], descriptions: dict[str, str]
-) -> tuple[dict[str, Label], set[str]]:
-    """Existing labels by key, creating the missing ones; returns them and the keys created."""
-    labels = {label_key(label.name): label for label in dataset.labels.all()}
-    created = set()
-    for name in names:
-        key = label_key(name)
-        if key not in labels:
-            description = str(descriptions.get(name, ""))[:500]
-            labels[key] = Label.objects.create(dataset=dataset, name=name, description=description)
-            created.add(key)
-    return labels, created
+# --- Writing the rows: short transactions ------------------------------------------------------
 
 
-def _valid_names(names: Iterable[str]) -> list[str]:
-    valid = []
-    for name in names:
-        try:
-            valid.append(clean_label_name(name))
-        except InvalidName:
-            continue
-    return valid
-
-
-def _manifest_parts(manifest: dict | None) -> tuple[dict[str, str], dict[str, str]]:
-    """Label descriptions and splits from an export's transferlab.json; bad values are ignored."""
-    if not manifest:
-        return {}, {}
-    labels = manifest.get("labels")
-    descriptions = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
-    raw = manifest.get("splits")
-    chosen = {str(k): v for k, v in raw.items() if v in splits.SPLITS} if isinstance(raw, dict) else {}
-    return descriptions, chosen
-
-
-def _save_rows(dataset: Dataset, result: archives.ImportResult, user: AbstractBaseUser | None) -> None:
-    """Labels and image rows for what `archives.import_zip` stored. Runs inside the transaction."""
-    if not Dataset.objects.select_for_update().filter(pk=dataset.pk).exists():
-        raise background.JobLost
+def _save_rows(job: ImportJob, result: archives.ImportResult, progress: _Progress) -> None:
+    """Labels, then images a batch at a time, then the report: each in its own short transaction."""
+    dataset = job.dataset
     was_empty = not dataset.images.exists()
-    descriptions, manifest_splits = _manifest_parts(result.manifest)
-    if was_empty and result.manifest:
-        _restore_settings(dataset, result.manifest)
-    added = _drop_raced_duplicates(dataset, result)
-    names = [a.label for a in added]
+    descriptions = archives.manifest_labels(result.manifest)
+    restored = _restored_settings(dataset, result.manifest) if was_empty else {}
+    for field, value in restored.items():
+        setattr(dataset, field, value)  # the splits below are drawn with them; saved in the last transaction
+    names = [a.label for a in result.added]
     if was_empty:
-        names += _valid_names(descriptions)  # a restored export keeps its empty labels too
-    labels, created = labels_for(dataset, dict.fromkeys(names), descriptions)
+        names += list(descriptions)  # a restored export keeps its empty labels too
+    labels, created = _write_labels(job, names, descriptions, progress)
     for outcome in result.labels.values():
         outcome.new = label_key(outcome.name) in created
-    chosen = manifest_splits if was_empty else {}
-    assignment = _assign_splits(dataset, added, labels, chosen)
-    for start in range(0, len(added), BULK_BATCH):  # rows built a batch at a time: memory stays flat
-        batch = added[start : start + BULK_BATCH]
-        DatasetImage.objects.bulk_create(
-            DatasetImage(
-                dataset=dataset,
-                label=labels[label_key(a.label)],
-                sha256=a.image.sha256,
-                original_name=a.original_name[:255],
-                format=a.image.format,
-                width=a.image.width,
-                height=a.image.height,
-                size_bytes=a.image.size,
-                split=assignment[a.image.sha256],
-                added_by=user,
-            )
-            for a in batch
+    chosen = result.manifest.get("splits", {}) if was_empty and result.manifest else {}
+    assignment = _assign_splits(dataset, result.added, labels, chosen)
+    _write_images(job, result, labels, assignment, progress)
+    _finish(job, result, restored)
+
+
+def _write_labels(
+    job: ImportJob, names: Iterable[str], descriptions: dict[str, str], progress: _Progress
+) -> tuple[dict[str, Label], set[str]]:
+    """One transaction: the labels by key, creating the missing ones; returns them and the keys created.
+
+    The cap is checked again here: labels may have been added since the zip was inspected.
+    """
+    dataset = job.dataset
+    with transaction.atomic():
+        progress.hold()
+        labels = {label_key(label.name): label for label in dataset.labels.all()}
+        existing = len(labels)
+        new: dict[str, str] = {}
+        for name in names:
+            if label_key(name) not in labels:
+                new.setdefault(label_key(name), name)
+        cap = max_labels()
+        if new and existing + len(new) > cap:
+            raise archives.ArchiveError(too_many_labels_message(existing + len(new), existing, cap))
+        rows = [
+            Label(dataset=dataset, name=name, description=descriptions.get(name, "")[:500], import_job=job)
+            for name in new.values()
+        ]
+        for label in Label.objects.bulk_create(rows):
+            labels[label_key(label.name)] = label
+    return labels, set(new)
+
+
+def _write_images(
+    job: ImportJob,
+    result: archives.ImportResult,
+    labels: dict[str, Label],
+    assignment: dict[str, str],
+    progress: _Progress,
+) -> None:
+    """The image rows, BULK_BATCH per transaction, with a pause after each for the other writers.
+
+    The rows are built before the transaction opens: the lock is held for the queries only.
+    """
+    for start in range(0, len(result.added), BULK_BATCH):
+        batch = [(a, _image_row(job, a, labels, assignment)) for a in result.added[start : start + BULK_BATCH]]
+        started = time.monotonic()
+        with transaction.atomic():
+            progress.hold()
+            DatasetImage.objects.bulk_create(_drop_raced_duplicates(job.dataset, batch, result))
+        _yield_to_other_writers(time.monotonic() - started)
+
+
+def _image_row(job: ImportJob, a: archives.Added, labels: dict[str, Label], assignment: dict[str, str]) -> DatasetImage:
+    return DatasetImage(
+        dataset=job.dataset,
+        label=labels[label_key(a.label)],
+        sha256=a.image.sha256,
+        original_name=a.original_name[:255],
+        format=a.image.format,
+        width=a.image.width,
+        height=a.image.height,
+        size_bytes=a.image.size,
+        split=assignment[a.image.sha256],
+        added_by=job.created_by,
+        import_job=job,
+    )
+
+
+def _finish(job: ImportJob, result: archives.ImportResult, restored: dict[str, object]) -> None:
+    """The commit point: restored settings, the report and the job's move to succeeded, in one transaction.
+
+    A job that is no longer running (recovered elsewhere, cancelled, deleted) does not move: its
+    rows are then discarded like those of any failed import.
+    """
+    dataset = job.dataset
+    report = result.report()
+    message = _summary(report)
+    with transaction.atomic():
+        if restored:
+            Dataset.objects.filter(pk=dataset.pk).update(**restored)
+        dataset.touch()
+        finished = ImportJob.transition(
+            job.pk, ImportJob.Status.SUCCEEDED, message=message, report=report, done=F("total")
         )
-    dataset.touch()
+        if not finished:
+            raise background.JobLost
 
 
-def _restore_settings(dataset: Dataset, manifest: dict) -> None:
-    """An export imported into an empty dataset brings back its split shares and seed."""
-    info = manifest.get("dataset")
-    if not isinstance(info, dict):
-        return
+def _restored_settings(dataset: Dataset, manifest: dict | None) -> dict[str, object]:
+    """An export imported into an empty dataset brings back its split shares, seed and description.
+
+    `archives` has checked the types; values out of range are not restored.
+    """
+    info = (manifest or {}).get("dataset", {})
     try:
-        shares = splits.Shares(validation=int(info["validation_percent"]), test=int(info["test_percent"]))
-        seed = int(info["split_seed"])
-    except (KeyError, TypeError, ValueError):
-        return
-    if seed < 0 or seed > 2**31 - 1:
-        return
-    dataset.validation_percent, dataset.test_percent, dataset.split_seed = shares.validation, shares.test, seed
-    dataset.save(update_fields=["validation_percent", "test_percent", "split_seed"])
-    if not dataset.description and isinstance(info.get("description"), str):
-        dataset.description = info["description"][:5000]
-        dataset.save(update_fields=["description"])
+        shares = splits.Shares(validation=info["validation_percent"], test=info["test_percent"])
+        seed = info["split_seed"]
+    except (KeyError, ValueError):
+        return {}
+    if not 0 <= seed <= 2**31 - 1:
+        return {}
+    restored: dict[str, object] = {
+        "validation_percent": shares.validation,
+        "test_percent": shares.test,
+        "split_seed": seed,
+    }
+    if not dataset.description and info.get("description"):
+        restored["description"] = info["description"][:5000]
+    return restored
 
 
-def _drop_raced_duplicates(dataset: Dataset, result: archives.ImportResult) -> list[archives.Added]:
+def _drop_raced_duplicates(
+    dataset: Dataset, batch: list[tuple[archives.Added, DatasetImage]], result: archives.ImportResult
+) -> list[DatasetImage]:
     """An upload may have added the same picture while the zip was read: count it as a duplicate."""
-    hashes = [a.image.sha256 for a in result.added]
-    present: set[str] = set()
-    for start in range(0, len(hashes), BULK_BATCH):
-        chunk = hashes[start : start + BULK_BATCH]
-        present.update(dataset.images.filter(sha256__in=chunk).values_list("sha256", flat=True))
-    if not present:
-        return result.added
+    hashes = [a.image.sha256 for a, _ in batch]
+    present = set(dataset.images.filter(sha256__in=hashes).values_list("sha256", flat=True))
     kept = []
-    for a in result.added:
+    for a, row in batch:
         if a.image.sha256 in present:
             outcome = result.labels[a.label]
             outcome.added -= 1
             outcome.duplicate(a.original_name, "Added to the dataset by someone else during the import.")
         else:
-            kept.append(a)
+            kept.append(row)
     return kept
 
 

@@ -15,15 +15,20 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce, Lower, Trim
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
 from classifier import installs
 from training import splits, storage
-from training.names import InvalidName, clean_label_name, label_key
+from training.names import DEFAULT_MAX_LABELS, InvalidName, clean_label_name, label_key, labels_full_message
 from webapp.background import Job, JobStatus
+
+
+def max_labels() -> int:
+    """MAX_LABELS_PER_DATASET, read at call time (tests and deployments change it)."""
+    return int(getattr(settings, "MAX_LABELS_PER_DATASET", DEFAULT_MAX_LABELS))
 
 
 class Split(models.TextChoices):
@@ -198,6 +203,16 @@ class Label(models.Model):
     )
     description = models.CharField(max_length=500, blank=True, help_text="Optional: what belongs in this label.")
     created_at = models.DateTimeField("created", default=timezone.now)
+    import_job = models.ForeignKey(
+        "ImportJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="created_labels",
+        help_text="The zip import that created it. Until that import has succeeded the label is provisional: "
+        "it goes if the import fails (see training.imports).",
+    )
 
     class Meta:
         ordering = ["dataset", Lower("name")]
@@ -229,6 +244,8 @@ class Label(models.Model):
             others = self.dataset.labels.exclude(pk=self.pk).values_list("name", flat=True)
             if label_key(self.name) in {label_key(n) for n in others}:
                 raise ValidationError({"name": "This dataset already has a label with this name."})
+            if self._state.adding and len(others) >= max_labels():
+                raise ValidationError(labels_full_message(len(others)))
 
 
 class DatasetImage(models.Model):
@@ -256,6 +273,16 @@ class DatasetImage(models.Model):
         verbose_name="added by",
     )
     created_at = models.DateTimeField("added", default=timezone.now)
+    import_job = models.ForeignKey(
+        "ImportJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="added_images",
+        help_text="The zip import that added it. Until that import has succeeded the row is provisional: "
+        "it goes if the import fails (see training.imports).",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -359,10 +386,11 @@ class ImportJob(Job):
         return f"{self.archive_name} → {self.dataset}"
 
     def release_files(self) -> None:
-        """The zip goes, and whatever the import wrote without rows (its journal) is undone."""
+        """The zip goes, the rows the unfinished import committed go, then the files its journal lists."""
         from training import imports
 
         imports.remove_archive(self.archive_path)
+        imports.discard_rows(self.pk)
         imports.undo_import_files(self)
 
     @property
@@ -370,6 +398,20 @@ class ImportJob(Job):
         if self.status == self.Status.SUCCEEDED:
             return 100
         return int(self.done * 100 / self.total) if self.total else 0
+
+
+@receiver(pre_delete, sender=ImportJob)
+def _discard_rows_of_unfinished_import(sender, instance: ImportJob, **kwargs) -> None:
+    """Rows an unfinished import committed stay provisional only while they name it: they go first.
+
+    A succeeded job's rows stay and forget the job (SET_NULL). The status is read from the row: the
+    instance being deleted may be older than the job's last move.
+    """
+    status = ImportJob.objects.filter(pk=instance.pk).values_list("status", flat=True).first()
+    if status is not None and status != ImportJob.Status.SUCCEEDED:
+        from training import imports
+
+        imports.discard_rows(instance.pk)
 
 
 def job_folder(job_id: int) -> Path:

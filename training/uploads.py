@@ -1,6 +1,7 @@
 """Uploads into one label: a few files, verified and stored in the web request.
 
-Same rules, same report and same undo-on-failure as a zip import (`training.imports`).
+Same rules, same report and same undo-on-failure as a zip import (`training.imports`). The rows
+of one upload (at most MAX_FILES_PER_REQUEST) go in one short transaction.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from django.db import transaction
 
 from classifier.imaging import ImageError
 from training import archives, splits, storage
-from training.imports import image_store, labels_for, undo_journal
-from training.models import Dataset, DatasetImage, Label
-from training.names import clean_file_name, label_key
+from training.imports import image_store, undo_journal
+from training.models import Dataset, DatasetImage, Label, max_labels
+from training.names import clean_file_name, label_key, labels_full_message
 
 
 def add_uploads(dataset: Dataset, label: Label | str, files: list[UploadedFile], user: AbstractBaseUser | None) -> dict:
@@ -38,18 +39,40 @@ def add_uploads(dataset: Dataset, label: Label | str, files: list[UploadedFile],
                 pending.append((filename, stored))
         with transaction.atomic():
             if isinstance(label, str):
-                labels, created = labels_for(dataset, [label] if pending else [], {})
-                outcome.new = bool(created)
-                label = labels.get(label_key(label)) or label
-                outcome.name = label.name if isinstance(label, Label) else outcome.name
+                label = _label_named(dataset, label, outcome, [filename for filename, _ in pending])
             if pending and isinstance(label, Label):
                 _save_uploads(dataset, label, pending, outcome, user)
-        journal.forget()
+        if outcome.added == len(pending):
+            journal.forget()
+        else:  # some files have no row (no room for the label, or raced duplicates): undo those
+            journal.close()
+            undo_journal(dataset.pk, journal.path)
     except BaseException:
         journal.close()
         undo_journal(dataset.pk, journal.path)
         raise
     return archives.build_report([outcome])
+
+
+def _label_named(dataset: Dataset, name: str, outcome: archives.LabelOutcome, filenames: list[str]) -> Label | None:
+    """The label called `name` (whatever the case); created for `filenames` if the dataset has room.
+
+    Without room, every file is rejected with the reason: the form checked the cap, but labels may
+    have been added since. No file kept, no label created. Runs inside the upload's transaction.
+    """
+    labels = list(dataset.labels.all())
+    existing = next((label for label in labels if label_key(label.name) == label_key(name)), None)
+    if existing is not None:
+        outcome.name = existing.name
+        return existing
+    if not filenames:
+        return None
+    if len(labels) >= max_labels():
+        for filename in filenames:
+            outcome.reject(filename, labels_full_message(len(labels)))
+        return None
+    outcome.new = True
+    return Label.objects.create(dataset=dataset, name=name)
 
 
 def _store_upload(
