@@ -7,6 +7,10 @@ import sys
 
 def main():
     """Run administrative tasks."""
+    # Files TransferLab writes (database, sessions, uploads, DATA_DIR itself) are for the service
+    # account alone; set before the settings create DATA_DIR. Inherited by the web server and the
+    # workers that `serve` starts.
+    os.umask(0o077)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     try:
         from django.core.management import execute_from_command_line

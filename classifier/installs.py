@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from classifier import inference, weights, zoo
 from classifier.models import WeightsDownload
 from webapp import background
+from webapp.diskspace import DiskFull, ensure_free_space
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ def import_path(
     path: Path, *, model: zoo.ZooModel | None = None, include_top: bool | None = None, original_name: str | None = None
 ) -> weights.Installed:
     """Check and install a file into WEIGHTS_DIR; raises weights.WeightsError with the reason."""
+    try:
+        ensure_free_space(settings.WEIGHTS_DIR, Path(path).stat().st_size)
+    except DiskFull as exc:
+        raise weights.WeightsError(str(exc)) from None
+    except OSError:
+        pass  # a missing file: import_file says so in its own words
     inference.configure_tensorflow()  # checking the file builds the model
     installed = weights.import_file(
         Path(path), settings.WEIGHTS_DIR, model=model, include_top=include_top, original_name=original_name

@@ -2,6 +2,11 @@
 
 Each file is decoded on its own, so one bad file gets its own message while the rest of the
 batch is still classified; the good ones go through the engine in one batch.
+
+Memory: files are decoded one at a time straight to what is kept of them, the model-sized array
+and a small thumbnail JPEG, so a request of 32 pictures of 50 megapixels holds one full-size
+picture at a time, not 32. MAX_REQUEST_PIXELS bounds the decoding work of one request: files
+beyond it get their own message and the rest are still classified.
 """
 
 from __future__ import annotations
@@ -10,15 +15,19 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 
 from classifier import catalog, imaging, inference
+from classifier.engine import BatchResult
 from classifier.models import Prediction
+from webapp.diskspace import ensure_free_space
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 5  # History shows the top 5; the API may ask for more, which is stored too
+DEFAULT_MAX_REQUEST_PIXELS = 400_000_000
 
 
 class ClassificationFailed(Exception):
@@ -49,36 +58,118 @@ class ClassifyOutcome:
         return [f for f in self.files if f.error is not None]
 
 
-def _decode(upload: UploadedFile, draft_side: int) -> imaging.DecodedImage:
+@dataclass
+class _Prepared:
+    """All that is kept of a good upload until its prediction is stored: no decoded picture."""
+
+    item: FileOutcome
+    upload: UploadedFile
+    format: str
+    width: int
+    height: int
+    pixels: np.ndarray  # the model's input, input_size x input_size x 3
+    thumbnail: bytes  # JPEG
+
+
+class _PixelBudget:
+    """The pixels one request may decode together (MAX_REQUEST_PIXELS), spent file by file.
+
+    The first file always fits (MAX_IMAGE_PIXELS bounds it alone), so every file can be sent in
+    some request and the message "send it again in another request" is always true.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def check(self, width: int, height: int) -> None:
+        """Refuse a file that does not fit in what is left; called before any of its pixels are decoded."""
+        pixels = width * height
+        if self.used and self.used + pixels > self.limit:
+            left = max(self.limit - self.used, 0)
+            raise imaging.ImageError(
+                f"The image is {width} x {height} pixels ({pixels / 1e6:.0f} megapixels) and only "
+                f"{left / 1e6:.0f} megapixels are left in this request: the images of one request may hold at most "
+                f"{self.limit / 1e6:.0f} megapixels together; send this one again in another request."
+            )
+
+    def spend(self, width: int, height: int) -> None:
+        self.used += width * height
+
+
+def max_request_pixels() -> int:
+    """MAX_REQUEST_PIXELS: bounds the decoding time of one request (memory is one picture at a time)."""
+    return int(getattr(settings, "MAX_REQUEST_PIXELS", DEFAULT_MAX_REQUEST_PIXELS))
+
+
+def _prepare(upload: UploadedFile, item: FileOutcome, size: int, budget: _PixelBudget) -> _Prepared:
+    """Decode one upload straight to its model input and thumbnail; ImageError says why it cannot be.
+
+    The decoded picture is reduced while decoding (see `imaging.decode`) and dropped on return.
+    """
     if upload.size is not None and upload.size > settings.MAX_UPLOAD_BYTES:
         # Refuse before reading the file into memory.
         raise imaging.ImageError(imaging.too_large_message(upload.size, settings.MAX_UPLOAD_BYTES))
-    return imaging.decode(
-        upload, max_bytes=settings.MAX_UPLOAD_BYTES, max_pixels=settings.MAX_IMAGE_PIXELS, draft_side=draft_side
+    decoded = imaging.decode(
+        upload,
+        max_bytes=settings.MAX_UPLOAD_BYTES,
+        max_pixels=settings.MAX_IMAGE_PIXELS,
+        draft_side=max(size, imaging.THUMBNAIL_SIDE),
+        check_size=budget.check,
+    )
+    budget.spend(decoded.width, decoded.height)
+    return _Prepared(
+        item=item,
+        upload=upload,
+        format=decoded.format,
+        width=decoded.width,
+        height=decoded.height,
+        pixels=imaging.to_model_input(decoded.image, size),
+        thumbnail=imaging.thumbnail_jpeg(decoded.image),
     )
 
 
 def classify_uploads(user, model: catalog.ModelChoice, uploads: list[UploadedFile], top_k: int = 5) -> ClassifyOutcome:
     """Decode, classify in one batch and store a Prediction per good file, in upload order."""
     outcome = ClassifyOutcome(model=model)
-    # The bytes of each upload are read for decoding and dropped: the originals are stored later
-    # straight from Django's upload files, so a full request never sits in memory at once.
-    good: list[tuple[FileOutcome, UploadedFile, imaging.DecodedImage]] = []
-    draft_side = max(model.input_size, imaging.THUMBNAIL_SIDE)
+    budget = _PixelBudget(max_request_pixels())
+    try:
+        good = _prepare_all(uploads, model.input_size, budget, outcome)
+    finally:
+        imaging.release_memory(budget.used)  # every full-size picture is gone by now
+    if not good:
+        return outcome
+    result = _predict(model, [prepared.pixels for prepared in good])
+    outcome.batch_ms = result.seconds * 1000
+    per_image_ms = outcome.batch_ms / len(good)
+    for prepared, guesses in zip(good, result.top(max(top_k, STORED_TOP_K)), strict=True):
+        prepared.item.prediction = _store(user, model, prepared, guesses, per_image_ms, len(good))
+    return outcome
+
+
+def _prepare_all(
+    uploads: list[UploadedFile], size: int, budget: _PixelBudget, outcome: ClassifyOutcome
+) -> list[_Prepared]:
+    """Each upload decoded in turn (one full-size picture at a time); a bad one gets its own error.
+
+    The bytes of each upload are read for decoding and dropped: the originals are stored later
+    straight from Django's upload files, so a full request never sits in memory at once.
+    """
+    good: list[_Prepared] = []
     for upload in uploads:
         item = FileOutcome(filename=_display_name(upload.name))
         outcome.files.append(item)
         try:
-            decoded = _decode(upload, draft_side)
+            good.append(_prepare(upload, item, size, budget))
         except imaging.ImageError as exc:
             item.error = str(exc)
-            continue
-        good.append((item, upload, decoded))
-    if not good:
-        return outcome
+    return good
 
+
+def _predict(model: catalog.ModelChoice, batch: list[np.ndarray]) -> BatchResult:
+    """One batch through the engine; a model that cannot load or run is the whole request's failure."""
     try:
-        result = inference.get_engine().predict(model.key, [decoded.image for _, _, decoded in good])
+        return inference.get_engine().predict(model.key, batch)
     except catalog.ModelUnavailable as exc:
         raise ClassificationFailed(str(exc)) from None
     except Exception:
@@ -90,31 +181,30 @@ def classify_uploads(user, model: catalog.ModelChoice, uploads: list[UploadedFil
         )
         raise ClassificationFailed(f"{model.name} could not be loaded or run on this server. {remedy}") from None
 
-    outcome.batch_ms = result.seconds * 1000
-    per_image_ms = outcome.batch_ms / len(good)
-    for (item, upload, decoded), guesses in zip(good, result.top(max(top_k, STORED_TOP_K)), strict=True):
-        item.prediction = _store(user, model, item.filename, upload, decoded, guesses, per_image_ms, len(good))
-    return outcome
 
-
-def _store(user, model, filename, upload, decoded, guesses, per_image_ms, batch_size) -> Prediction:
+def _store(user, model, prepared: _Prepared, guesses, per_image_ms, batch_size) -> Prediction:
     stem = uuid.uuid4().hex
     prediction = Prediction(
         user=user,
         model_key=model.key,
         model_name=model.name,
-        original_name=filename,
-        image_format=decoded.format,
-        width=decoded.width,
-        height=decoded.height,
+        original_name=prepared.item.filename,
+        image_format=prepared.format,
+        width=prepared.width,
+        height=prepared.height,
         top=[{"label": g.label, "probability": round(g.probability, 6), "index": g.index} for g in guesses],
         inference_ms=per_image_ms,
         batch_size=batch_size,
     )
-    upload.seek(0)
-    prediction.image.save(stem + imaging.extension(decoded.format), upload, save=False)
-    prediction.thumbnail.save(stem + ".jpg", ContentFile(imaging.thumbnail_jpeg(decoded.image)), save=False)
+    upload = prepared.upload
+    # KEEP_CLASSIFIED_IMAGES=False: History keeps the thumbnail, the original upload is not stored.
+    keep_original = getattr(settings, "KEEP_CLASSIFIED_IMAGES", True)
+    ensure_free_space(settings.MEDIA_ROOT, len(prepared.thumbnail) + ((upload.size or 0) if keep_original else 0))
     try:
+        if keep_original:
+            upload.seek(0)
+            prediction.image.save(stem + imaging.extension(prepared.format), upload, save=False)
+        prediction.thumbnail.save(stem + ".jpg", ContentFile(prepared.thumbnail), save=False)
         prediction.save()
     except Exception:
         prediction.image.delete(save=False)

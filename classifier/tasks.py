@@ -4,16 +4,61 @@ A download's state is a database row of the one job machine (`webapp.background`
 that dies mid-download is noticed by its missing heartbeat and the row marked interrupted, so the
 Models page never shows a download that nobody is doing, and a consumer that starts next to a
 live one never touches the live one's download.
+
+Retention: with PREDICTION_RETENTION_DAYS set, a daily task deletes older predictions, rows and
+files together (the row's post_delete signal removes its files once the delete commits), so
+History never lists a prediction whose image is gone and `check_data` finds nothing to report.
 """
 
 from __future__ import annotations
 
-from huey.contrib.djhuey import db_task
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task
 
 from classifier import installs
+from classifier.models import Prediction
+
+logger = logging.getLogger(__name__)
+
+# Rows per delete transaction: SQLite has one write lock, and a request saving a prediction waits for it.
+RETENTION_BATCH = 500
 
 
 @db_task()
 def download_weights(download_id: int) -> None:
     """Fetch the file of WeightsDownload `download_id` (queued by `installs.request_download`)."""
     installs.run_download(download_id)
+
+
+def delete_expired_predictions(now: datetime | None = None) -> int:
+    """Delete predictions older than PREDICTION_RETENTION_DAYS (0: keep forever) with their files.
+
+    Returns how many went. In batches, each its own short transaction, so uploads keep going.
+    """
+    days = int(getattr(settings, "PREDICTION_RETENTION_DAYS", 0))
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    expired = Prediction.objects.filter(created_at__lt=cutoff).order_by("pk")
+    removed = 0
+    while batch := list(expired.values_list("pk", flat=True)[:RETENTION_BATCH]):
+        with transaction.atomic():
+            Prediction.objects.filter(pk__in=batch).delete()
+        removed += len(batch)
+    return removed
+
+
+@db_periodic_task(crontab(hour="3", minute="17"))
+def expire_predictions() -> None:
+    """Daily, at night: the retention of classified images (PREDICTION_RETENTION_DAYS)."""
+    removed = delete_expired_predictions()
+    if removed:
+        logger.info(
+            "Deleted %d predictions older than %s days, with their images.", removed, settings.PREDICTION_RETENTION_DAYS
+        )

@@ -26,6 +26,7 @@ from classifier.weights import installed_filenames
 from training import base_layers, exporting, storage, trainer
 from training.models import Dataset, ImportJob, TrainedModel, TrainingJob
 from webapp import background
+from webapp.diskspace import DiskFull, ensure_free_space
 
 logger = logging.getLogger(__name__)
 
@@ -266,11 +267,21 @@ def run_training_job(job_id: int, echo: Callable[[str], None] | None = None) -> 
 
 
 def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
+    base_model = zoo.get(job.base_key)
+    try:
+        # The model and its three exports take about four times the base's weights.
+        ensure_free_space(workdir.parent, int(4 * (base_model.size_mb or 100) * 1024 * 1024))
+    except DiskFull as exc:
+        logger.error("Training job %s not started: %s", job.pk, exc)
+        raise trainer.TrainingError(
+            "The server's disk is too full to keep a trained model. Tell your administrator (the server needs "
+            "free disk space), then train again."
+        ) from None
     inference.configure_tensorflow()
     # The server's budget applies when the job runs (it may differ from when it was queued).
     config = replace(trainer.TrainConfig.from_dict(job.config), memory_mb=settings.TRAINING_MEMORY_MB)
     data, notes = training_data(job)
-    base = trainer.zoo_base(zoo.get(job.base_key), settings.WEIGHTS_DIR)
+    base = trainer.zoo_base(base_model, settings.WEIGHTS_DIR)
     result = trainer.run(
         config,
         base,

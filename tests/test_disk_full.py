@@ -1,0 +1,201 @@
+"""A full disk answers 507 with a sentence (HTML page or JSON), never a 500; predictions check free space first."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+from django.contrib.sessions.middleware import SessionMiddleware
+from django.core.files.storage import FileSystemStorage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.handlers.exception import convert_exception_to_response
+from django.db import OperationalError
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
+
+from classifier.models import ApiToken, Prediction
+from tests.helpers import image_bytes
+from webapp import diskspace
+from webapp.diskspace import DiskFull, DiskFullMiddleware, ensure_free_space, is_disk_full_error
+
+MIDDLEWARE = "webapp.diskspace.DiskFullMiddleware"
+MB = 1024 * 1024
+Usage = namedtuple("Usage", "total used free")
+
+
+@pytest.fixture(autouse=True)
+def disk_middleware(settings):
+    """The line settings.py gets: right after WhiteNoise, before the session middleware it guards."""
+    middleware = list(settings.MIDDLEWARE)
+    middleware.insert(middleware.index("django.contrib.sessions.middleware.SessionMiddleware"), MIDDLEWARE)
+    settings.MIDDLEWARE = middleware
+
+
+@pytest.fixture
+def disk_free(monkeypatch):
+    """Pretend the data disk has `n` bytes free (shutil.disk_usage is what ensure_free_space reads)."""
+
+    def set_free(n: int) -> None:
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - n, n))
+
+    return set_free
+
+
+@pytest.fixture
+def no_space_left(monkeypatch):
+    """Every file write through Django's storage fails the way a full disk makes it fail."""
+
+    def full(self, name, content):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FileSystemStorage, "_save", full)
+
+
+def lenient_client() -> Client:
+    """A client that reports a 500 as a response instead of re-raising the view's exception."""
+    return Client(raise_request_exception=False)
+
+
+# --- ensure_free_space ----------------------------------------------------------------------
+
+
+def test_enough_space_passes(tmp_path, disk_free, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    disk_free(600 * MB)
+    ensure_free_space(tmp_path, 50 * MB)
+
+
+def test_less_than_needed_plus_reserve_raises_disk_full_with_a_sentence(tmp_path, disk_free, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    disk_free(520 * MB)
+    with pytest.raises(DiskFull) as caught:
+        ensure_free_space(tmp_path, 50 * MB)
+    message = str(caught.value)
+    assert str(tmp_path) in message and "520 MB free" in message
+    assert "MIN_FREE_DISK_MB" in message and message.endswith(".")
+
+
+def test_a_folder_not_created_yet_is_measured_on_its_nearest_existing_parent(tmp_path, monkeypatch, settings):
+    settings.MIN_FREE_DISK_MB = 0
+    seen = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: seen.append(Path(path)) or Usage(1, 0, 10**9))
+    ensure_free_space(tmp_path / "media" / "predictions" / "2025", 1)
+    assert seen == [tmp_path]
+
+
+def test_disk_full_errors_are_recognised_and_others_are_not():
+    assert is_disk_full_error(DiskFull("full"))
+    assert is_disk_full_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full_error(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert is_disk_full_error(OperationalError("database or disk is full"))
+    wrapped = OperationalError("could not write")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert is_disk_full_error(wrapped)
+    assert not is_disk_full_error(OSError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full_error(OperationalError("database is locked"))
+    assert not is_disk_full_error(ValueError("no"))
+
+
+# --- Classify and the API -------------------------------------------------------------------
+
+
+def test_classify_on_a_nearly_full_disk_answers_507_and_stores_nothing(bob, fast_model, disk_free, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    disk_free(100 * MB)
+    client = lenient_client()
+    client.force_login(bob)
+    response = client.post("/", {"images": [SimpleUploadedFile("a.jpg", image_bytes())]})
+    assert response.status_code == 507
+    assert "The server&#x27;s disk is full" in response.text or "The server's disk is full" in response.text
+    assert "<html" in response.text
+    assert Prediction.objects.count() == 0
+    assert not list(Path(settings.MEDIA_ROOT).rglob("*.*"))
+
+
+def test_a_write_that_hits_a_full_disk_answers_507_not_500(bob, fast_model, no_space_left):
+    client = lenient_client()
+    client.force_login(bob)
+    response = client.post("/", {"images": [SimpleUploadedFile("a.jpg", image_bytes())]}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 507
+    assert "disk is full" in response.text
+
+
+def test_the_api_answers_a_full_disk_with_json_507(bob, fast_model, disk_free, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    disk_free(10 * MB)
+    _, key = ApiToken.issue(bob, "script")
+    response = lenient_client().post(
+        "/api/v1/predict", {"images": [SimpleUploadedFile("a.jpg", image_bytes())]}, HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+    assert response.status_code == 507
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"].startswith("The server's disk is full")
+
+
+def test_other_os_errors_stay_500(bob, fast_model, monkeypatch):
+    def denied(self, name, content):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(FileSystemStorage, "_save", denied)
+    client = lenient_client()
+    client.force_login(bob)
+    response = client.post("/", {"images": [SimpleUploadedFile("a.jpg", image_bytes())]})
+    assert response.status_code == 500
+
+
+# --- Login: the session write ---------------------------------------------------------------
+
+
+def test_login_on_a_full_database_disk_answers_507(bob, monkeypatch):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    def full(self, must_create=False):
+        raise OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SessionStore, "save", full)
+    response = lenient_client().post("/accounts/login/", {"username": "bob", "password": "bob-password"})
+    assert response.status_code == 507
+    assert "disk is full" in response.text
+
+
+def test_a_session_write_failing_after_the_view_answers_507(db, monkeypatch):
+    """SessionMiddleware saves a changed session after the view returned: that write is guarded too."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    def full(self, must_create=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SessionStore, "save", full)
+
+    def view(request):
+        request.session["seen"] = True
+        return HttpResponse("ok")
+
+    # The chain Django builds: each layer converts its exceptions into responses (a 500).
+    chain = DiskFullMiddleware(convert_exception_to_response(SessionMiddleware(convert_exception_to_response(view))))
+    request = RequestFactory().get("/datasets/")
+    response = chain(request)
+    assert response.status_code == 507
+    assert b"disk is full" in response.content
+
+
+def test_the_page_says_what_to_do(rf):
+    response = diskspace.disk_full_response(rf.get("/history/"))
+    assert response.status_code == 507
+    assert b"Tell your administrator" in response.content
+    api = diskspace.disk_full_response(rf.get("/api/v1/predict"))
+    assert api.status_code == 507 and api["Content-Type"] == "application/json"
+
+
+def test_negative_disk_settings_stop_the_start(settings):
+    from webapp.checks import check_disk_settings
+
+    settings.MIN_FREE_DISK_MB = -1
+    settings.PREDICTION_RETENTION_DAYS = -30
+    assert [e.msg for e in check_disk_settings(None)] == [
+        "MIN_FREE_DISK_MB cannot be negative.",
+        "PREDICTION_RETENTION_DAYS cannot be negative.",
+    ]
