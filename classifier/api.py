@@ -7,6 +7,7 @@ Every error is JSON `{"error": "..."}` with a 4xx status, never an HTML page or 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 
@@ -21,9 +22,64 @@ from classifier.forms import ApiPredictForm
 from classifier.models import ApiToken
 from classifier.services import ClassificationFailed, classify_uploads
 
+CHUNKED_BODY = (
+    "This request was sent in chunks (Transfer-Encoding: chunked) without a Content-Length header, and this "
+    "server cannot read such a body: it would look empty. Send the request with a Content-Length (curl -F and "
+    "Python requests do unless told to stream the upload)."
+)
+WRONG_BOUNDARY = (
+    "The request body does not use the multipart boundary its Content-Type header names (boundary={boundary}), "
+    "so no field or file could be read from it. Let your HTTP client build the body and the header together "
+    "(curl -F, requests' files=); do not set Content-Type by hand."
+)
+# A part's headers inside a field's value: the body was split with another boundary than its own.
+_SWALLOWED_PART = re.compile(r"\r\n--[^\r\n]*\r\ncontent-disposition:\s*form-data", re.IGNORECASE)
+
 
 def json_error(message: str, status: int, **extra) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
+
+
+def _content_length(request: HttpRequest) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _chunked_without_length(request: HttpRequest) -> bool:
+    """Django reads a body only up to its Content-Length: a chunked one without it arrives empty.
+
+    Whether a server de-chunks and sets Content-Length is the server's choice (gunicorn does not,
+    a buffering proxy does); the header tells which case this request is.
+    """
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower() and _content_length(request) == 0
+
+
+def _wrong_boundary(request: HttpRequest) -> bool:
+    """A multipart body split with another boundary than its own.
+
+    Django then finds no part at all, or reads the first field's value on to the end of the body,
+    the other parts' headers (and the image bytes) included; either way the fields say nothing true.
+    """
+    if request.content_type != "multipart/form-data":
+        return False
+    if any(_SWALLOWED_PART.search(value) for _, values in request.POST.lists() for value in values):
+        return True
+    closing_delimiter = len(request.content_params.get("boundary", "")) + 8  # "--<boundary>--\r\n", give or take
+    return not request.POST and not request.FILES and _content_length(request) > closing_delimiter
+
+
+def _form_error(form: ApiPredictForm) -> JsonResponse:
+    """The first problem, what was sent before what the server can do with it, and every field's.
+
+    Without images the answer is "send an image", even when the model could not run either: that
+    is the sender's mistake to fix first.
+    """
+    errors = form.errors.get_json_data()
+    headline = errors.get("images", next(iter(errors.values())))[0]
+    status = 409 if headline["code"] == "unavailable" else 400
+    return json_error(headline["message"], status, fields={k: [e["message"] for e in v] for k, v in errors.items()})
 
 
 def _token_from_header(request: HttpRequest) -> str | None:
@@ -46,6 +102,8 @@ def api_view(methods: tuple[str, ...]) -> Callable:
                 response = json_error(f"Use {' or '.join(methods)} for this endpoint.", 405)
                 response["Allow"] = ", ".join(methods)
                 return response
+            if _chunked_without_length(request):
+                return json_error(CHUNKED_BODY, 411)
             key = _token_from_header(request)
             if key is not None:
                 user = ApiToken.authenticate(key)
@@ -76,13 +134,12 @@ def api_view(methods: tuple[str, ...]) -> Callable:
 @api_view(("POST",))
 def predict(request: HttpRequest) -> JsonResponse:
     """Classify one or more images (multipart field `images`, or `image`); optional `model`, `top_k`."""
+    if _wrong_boundary(request):
+        return json_error(WRONG_BOUNDARY.format(boundary=request.content_params.get("boundary", "")), 400)
     uploads = request.FILES.getlist("images") + request.FILES.getlist("image")
     form = ApiPredictForm(request.POST, MultiValueDict({"images": uploads}), user=request.user)
     if not form.is_valid():
-        errors = form.errors.get_json_data()
-        first = next(iter(errors.values()))[0]
-        status = 409 if first["code"] == "unavailable" else 400
-        return json_error(first["message"], status, fields={k: [e["message"] for e in v] for k, v in errors.items()})
+        return _form_error(form)
     model, top_k = form.cleaned_data["model"], form.cleaned_data["top_k"]
     try:
         outcome = classify_uploads(request.user, model, form.cleaned_data["images"], top_k=top_k)

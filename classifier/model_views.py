@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import Resolver404, ResolverMatch, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
@@ -15,7 +17,7 @@ from django.views.decorators.vary import vary_on_headers
 from classifier import installs, model_table, weights, zoo
 from classifier.models import WeightsDownload
 from classifier.weights_forms import DownloadForm, WeightsUploadForm
-from webapp.http import HtmxHttpRequest
+from webapp.http import HtmxHttpRequest, form_status
 
 
 def _require_staff(request: HttpRequest) -> None:
@@ -64,14 +66,22 @@ def _headers(query: model_table.TableQuery) -> list[dict]:
 @vary_on_headers("HX-Request")
 def models_page(request: HtmxHttpRequest) -> HttpResponse:
     """Every model of the zoo with its status here; sorting and filters come in the query string."""
-    query = model_table.TableQuery.from_querydict(request.GET)
+    context = _models_context(model_table.TableQuery.from_querydict(request.GET))
+    if request.user.is_staff and not request.htmx:
+        context["upload_form"] = WeightsUploadForm()
+    template = "classifier/partials/_models_table.html" if request.htmx else "classifier/models.html"
+    return render(request, template, context)
+
+
+def _models_context(query: model_table.TableQuery) -> dict:
+    """What the Models page shows for this sorting and these filters."""
     folder_error = ""
     try:
         rows = model_table.all_rows()
     except model_table.WeightsFolderError as exc:
         rows, folder_error = [], str(exc)
     shown = model_table.apply(rows, query)
-    context = {
+    return {
         "query": query,
         "rows": shown,
         "total": len(rows),
@@ -86,10 +96,6 @@ def models_page(request: HtmxHttpRequest) -> HttpResponse:
         "size_filters": model_table.SIZE_FILTERS,
         **_page_context(),
     }
-    if request.user.is_staff and not request.htmx:
-        context["upload_form"] = WeightsUploadForm()
-    template = "classifier/partials/_models_table.html" if request.htmx else "classifier/models.html"
-    return render(request, template, context)
 
 
 @require_safe
@@ -97,23 +103,69 @@ def models_page(request: HtmxHttpRequest) -> HttpResponse:
 def model_detail(request: HtmxHttpRequest, key: str) -> HttpResponse:
     """One model: its facts, both weights files (with and without head) and how to install them."""
     model = _get_model_or_404(key)
+    context = _detail_context(model)
+    if request.htmx:
+        return render(request, "classifier/partials/_model_weights.html", context)
+    if request.user.is_staff:
+        context["upload_form"] = WeightsUploadForm(initial={"model": model.key})
+    return render(request, "classifier/model_detail.html", context)
+
+
+def _detail_context(model: zoo.ZooModel) -> dict:
+    """What a model's page shows: its facts and both of its weights files."""
     folder_error = ""
     try:
         row = model_table.row_for(model)
     except model_table.WeightsFolderError as exc:
         row, folder_error = None, str(exc)
-    context = {
+    return {
         "model": model,
         "row": row,
         "files": [row.top, row.notop] if row else [],
         "folder_error": folder_error,
         **_page_context(),
     }
-    if request.htmx:
-        return render(request, "classifier/partials/_model_weights.html", context)
-    if request.user.is_staff:
-        context["upload_form"] = WeightsUploadForm(initial={"model": model.key})
-    return render(request, "classifier/model_detail.html", context)
+
+
+class _SeenFrom:
+    """The request as the templates of the page at `path` see it: that page's address and navigation.
+
+    The upload form sends the address of the page it sits on (`next`) and the menu marks the
+    current page: both must be the page shown again, not the upload's own URL.
+    """
+
+    def __init__(self, request: HttpRequest, path: str, query: str, match: ResolverMatch) -> None:
+        self._request, self._full_path, self.resolver_match = request, path + (f"?{query}" if query else ""), match
+
+    def get_full_path(self) -> str:
+        return self._full_path
+
+    def __getattr__(self, name: str):
+        return getattr(self._request, name)
+
+
+def _refused_upload(request: HttpRequest, back: str, form: WeightsUploadForm) -> HttpResponse:
+    """The page the upload came from, shown again with the refusal (in its messages) and a 400.
+
+    A redirect would answer 302 then 200, and scripts could not tell a refused file from an
+    installed one.
+    """
+    parts = urlsplit(back)
+    try:
+        match = resolve(parts.path)
+    except Resolver404:
+        match = None
+    if match is None or match.view_name not in ("classifier:models", "classifier:model_detail"):
+        parts = urlsplit(reverse("classifier:models"))  # the upload form is on these two pages only
+        match = resolve(parts.path)
+    if match.view_name == "classifier:model_detail":
+        context = _detail_context(_get_model_or_404(match.kwargs["key"]))
+        template = "classifier/model_detail.html"
+    else:
+        context = _models_context(model_table.TableQuery.from_querydict(QueryDict(parts.query)))
+        template = "classifier/models.html"
+    context.update(upload_form=form, request=_SeenFrom(request, parts.path, parts.query, match))
+    return render(request, template, context, status=form_status(request, form))
 
 
 @require_POST
@@ -125,7 +177,7 @@ def import_weights(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         errors = [str(error) for field_errors in form.errors.values() for error in field_errors]
         messages.error(request, " ".join(errors) or "The upload could not be read. Try again.")
-        return redirect(back)
+        return _refused_upload(request, back, form)
     upload = form.cleaned_data["file"]
     try:
         installed = installs.import_upload(
@@ -133,7 +185,8 @@ def import_weights(request: HttpRequest) -> HttpResponse:
         )
     except weights.WeightsError as exc:
         messages.error(request, f"{upload.name} was not installed. {exc}")
-        return redirect(back)
+        form.add_error("file", str(exc))
+        return _refused_upload(request, back, form)
     messages.success(request, installed.describe())
     return redirect(back)
 

@@ -17,7 +17,7 @@ from classifier import imaging
 from classifier.forms import ClassifyForm, TokenForm
 from classifier.models import ApiToken, Prediction
 from classifier.services import ClassificationFailed, classify_uploads
-from webapp.http import HtmxHttpRequest
+from webapp.http import HtmxHttpRequest, form_status, private_file_response
 
 HISTORY_PAGE_SIZE = 20
 
@@ -55,7 +55,15 @@ def classify(request: HtmxHttpRequest) -> HttpResponse:
     }
     if request.htmx:
         return render(request, "classifier/partials/_results.html", context)
-    return render(request, "classifier/classify.html", context)
+    status = form_status(request, form, conflict=_conflict(form, error))
+    return render(request, "classifier/classify.html", context, status=status)
+
+
+def _conflict(form: ClassifyForm, error: str | None) -> bool:
+    """The model cannot run (409, like the API), unless the input itself is also wrong (400)."""
+    if error is not None:
+        return True
+    return form.has_error("model", "unavailable") and not form.has_error("images")
 
 
 @require_GET
@@ -88,30 +96,18 @@ def delete_prediction(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect(next_url)
 
 
-def _serve(field_file, content_type: str, filename: str | None = None) -> FileResponse:
-    try:
-        handle = field_file.open("rb")
-    except (FileNotFoundError, ValueError):
-        raise Http404 from None
-    response = FileResponse(handle, content_type=content_type)
-    response["Cache-Control"] = "private, max-age=3600"
-    if filename:
-        response["Content-Disposition"] = f'inline; filename="{filename}"'
-    return response
-
-
 @require_GET
 def prediction_image(request: HtmxHttpRequest, pk: int) -> FileResponse:
     """The uploaded original, only for its owner and staff (never a public media URL)."""
     prediction = _get_prediction_for_user(request, pk)
-    safe_name = "".join(c for c in prediction.original_name if c.isalnum() or c in "._- ")[:100] or "image"
-    return _serve(prediction.image, imaging.content_type(prediction.image_format), safe_name)
+    content_type = imaging.content_type(prediction.image_format)
+    return private_file_response(prediction.image, content_type, filename=prediction.original_name or "image")
 
 
 @require_GET
 def prediction_thumbnail(request: HtmxHttpRequest, pk: int) -> FileResponse:
     prediction = _get_prediction_for_user(request, pk)
-    return _serve(prediction.thumbnail, "image/jpeg")
+    return private_file_response(prediction.thumbnail, "image/jpeg")
 
 
 @require_http_methods(["GET", "POST"])
@@ -131,7 +127,7 @@ def tokens(request: HtmxHttpRequest) -> HttpResponse:
         "tokens": ApiToken.objects.filter(user=request.user),
         "api_url": request.build_absolute_uri(reverse("classifier:api_predict")),
     }
-    return render(request, "classifier/tokens.html", context)
+    return render(request, "classifier/tokens.html", context, status=form_status(request, form))
 
 
 @require_POST

@@ -118,7 +118,7 @@ def test_create_dataset_with_the_form(alice_client, alice):
 
 def test_dataset_name_taken_in_another_case_is_refused_with_message(alice_client, dataset):
     response = alice_client.post("/datasets/new/", {"name": "PETS", "validation_percent": 20, "test_percent": 0})
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert "A dataset with this name already exists. Choose another name." in html(response)
     assert Dataset.objects.count() == 1
 
@@ -250,7 +250,7 @@ def test_add_rename_and_delete_a_label(alice_client, dataset, django_capture_on_
 def test_bad_label_names_are_refused_with_message(alice_client, dataset, name, message):
     Label.objects.create(dataset=dataset, name="cats")
     response = alice_client.post(f"/datasets/{dataset.pk}/labels/new/", {"name": name})
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert message in html(response)
     assert dataset.labels.count() == 1
 
@@ -356,7 +356,7 @@ def test_full_progress_page_refreshes_without_javascript_while_queued(alice_clie
 )
 def test_bad_zip_is_refused_on_the_form_without_starting_a_job(alice_client, dataset, data, message):
     response = alice_client.post(f"/datasets/{dataset.pk}/import/", {"archive": zip_upload(data)})
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert message in html(response)
     assert not ImportJob.objects.exists()
     assert list(imports.archives_dir().glob("*")) == [] if imports.archives_dir().exists() else True

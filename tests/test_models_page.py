@@ -354,7 +354,7 @@ def test_a_bad_upload_is_refused_in_words_and_nothing_is_installed(staff_client,
     bad.write_bytes(b"GIF89a not weights")
     response = upload(staff_client, bad)
     html = response.content.decode()
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert (
         "mobilenet_5_0_128_tf.h5 was not installed. mobilenet_5_0_128_tf.h5 cannot be installed. It is not an HDF5"
         in html

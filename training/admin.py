@@ -10,7 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -41,6 +41,21 @@ class StaffManageMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return self.has_module_permission(request)
+
+
+class UniqueNameRaceMixin:
+    """Two administrators saving the same new name at once: the slower save breaks a unique
+    constraint after validation passed. Say so and keep the admin on the form, never a 500."""
+
+    race_message = "Someone saved the same name at the same moment, so this was not saved. Choose another name."
+
+    def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
+        try:
+            with transaction.atomic():
+                return super().changeform_view(request, object_id, form_url, extra_context)
+        except IntegrityError:
+            self.message_user(request, self.race_message, messages.ERROR)
+            return redirect(request.get_full_path())
 
 
 def _thumbnail(image: DatasetImage, side: int = 64) -> str:
@@ -84,7 +99,7 @@ class LabelInline(StaffManageMixin, admin.TabularInline):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(StaffManageMixin, admin.ModelAdmin):
+class DatasetAdmin(UniqueNameRaceMixin, StaffManageMixin, admin.ModelAdmin):
     list_display = ["name", "label_count", "image_count", "created_by", "updated_at"]
     search_fields = ["name", "description"]
     list_filter = ["created_by"]
@@ -276,7 +291,7 @@ class DatasetImageAdmin(StaffManageMixin, admin.ModelAdmin):
 
 
 @admin.register(Label)
-class LabelAdmin(StaffManageMixin, admin.ModelAdmin):
+class LabelAdmin(UniqueNameRaceMixin, StaffManageMixin, admin.ModelAdmin):
     list_display = ["name", "dataset", "image_count", "description"]
     list_filter = ["dataset"]
     search_fields = ["name", "description", "dataset__name"]

@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
 
 from training import archives, imports
-from training.models import Dataset, Label, Split
-from training.names import InvalidName, clean_label_name, label_key
+from training.models import Dataset, Label, Split, max_labels
+from training.names import InvalidName, clean_label_name, label_key, labels_full_message
+
+
+def save_unless_taken(form: forms.BaseForm, save: Callable[[], object]) -> bool:
+    """Run `save` and say whether it saved; when another request took the same unique name first, it did
+    not, and `form` now carries the error.
+
+    Validation looks for a clash before saving, but two quick submits can both pass it: the slower
+    one's write then breaks a unique constraint. Validating again now sees the other request's row
+    and gives the very sentence a plain clash gives. An IntegrityError validation cannot explain
+    is not a lost race and is raised as it is.
+    """
+    try:
+        with transaction.atomic():
+            save()
+    except IntegrityError:
+        form.full_clean()
+        if form.errors:
+            return False
+        raise
+    return True
 
 
 class DatasetForm(forms.ModelForm):
@@ -47,11 +69,14 @@ class LabelForm(forms.Form):
         others = self.dataset.labels.all()
         if self.instance is not None:
             others = others.exclude(pk=self.instance.pk)
-        clash = next((n for n in others.values_list("name", flat=True) if label_key(n) == label_key(name)), None)
+        names = list(others.values_list("name", flat=True))
+        clash = next((n for n in names if label_key(n) == label_key(name)), None)
         if clash is not None:
             raise forms.ValidationError(
                 f"This dataset already has a label “{clash}” (names ignore case and surrounding spaces)."
             )
+        if self.instance is None and len(names) >= max_labels():
+            raise forms.ValidationError(labels_full_message(len(names)))
         return name
 
 
@@ -111,9 +136,17 @@ class UploadForm(forms.Form):
                 data["target"] = clean_label_name(new_label)
             except InvalidName as error:
                 self.add_error("new_label", str(error))
+            else:
+                self._check_room(data["target"])
         else:
             data["target"] = label
         return data
+
+    def _check_room(self, name: str) -> None:
+        """A new label needs room under MAX_LABELS_PER_DATASET; an existing one (any case) does not."""
+        names = list(self.dataset.labels.values_list("name", flat=True))
+        if len(names) >= max_labels() and label_key(name) not in {label_key(n) for n in names}:
+            self.add_error("new_label", labels_full_message(len(names)))
 
 
 class ImportForm(forms.Form):

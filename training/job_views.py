@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from training import charts, exporting, jobs
 from training.models import Dataset, DatasetImage, TrainingJob
 from training.training_forms import TrainingForm
-from webapp.http import HtmxHttpRequest
+from webapp.http import HtmxHttpRequest, form_status
 
 JOBS_PAGE_SIZE = 30
 GALLERY_SIZE = 48  # misclassified images shown per split
@@ -47,11 +47,13 @@ def train(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         raise PermissionDenied
     problems = jobs.refusals(dataset)
     form = TrainingForm(request.POST if request.method == "POST" else None)
+    conflict = False
     if request.method == "POST" and form.is_valid():
         try:
             job = jobs.start_training(dataset, form.cleaned_data["base"], form.config(), request.user)
         except jobs.TrainingRefused as refusal:
             form.add_error(None, str(refusal))
+            conflict = bool(problems)  # the dataset is not ready (409); otherwise the settings were wrong (400)
         else:
             messages.success(request, f"Training job {job.pk} queued: this page follows it live.")
             return redirect("training:job_detail", pk=job.pk)
@@ -62,7 +64,7 @@ def train(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "hints": form.base_hints(),
         "images": dataset.images.count(),
     }
-    return render(request, "training/train_form.html", context)
+    return render(request, "training/train_form.html", context, status=form_status(request, form, conflict=conflict))
 
 
 def _job_context(request: HtmxHttpRequest, job: TrainingJob, can_change: bool) -> dict:

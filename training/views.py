@@ -24,9 +24,18 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from classifier import imaging
 from training import exports, imports, readiness, uploads
-from training.forms import DatasetForm, GridFilterForm, ImageForm, ImportForm, LabelForm, RedrawForm, UploadForm
+from training.forms import (
+    DatasetForm,
+    GridFilterForm,
+    ImageForm,
+    ImportForm,
+    LabelForm,
+    RedrawForm,
+    UploadForm,
+    save_unless_taken,
+)
 from training.models import Dataset, DatasetImage, ImportJob, Label, Split
-from webapp.http import HtmxHttpRequest
+from webapp.http import HtmxHttpRequest, form_status, private_file_response
 
 PAGE_SIZE = 48
 
@@ -87,12 +96,13 @@ def dataset_create(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         dataset = form.save(commit=False)
         dataset.created_by = request.user
-        dataset.save()
-        messages.success(
-            request, f"Dataset “{dataset.name}” created. Add labels and images: upload them or import a zip."
-        )
-        return redirect("training:dataset_detail", pk=dataset.pk)
-    return render(request, "training/dataset_form.html", {"form": form, "dataset": None})
+        if save_unless_taken(form, dataset.save):
+            messages.success(
+                request, f"Dataset “{dataset.name}” created. Add labels and images: upload them or import a zip."
+            )
+            return redirect("training:dataset_detail", pk=dataset.pk)
+    context = {"form": form, "dataset": None}
+    return render(request, "training/dataset_form.html", context, status=form_status(request, form))
 
 
 def _grid(request: HtmxHttpRequest, dataset: Dataset) -> dict:
@@ -168,10 +178,12 @@ def dataset_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         dataset = form.save(commit=False)
         dataset.updated_at = timezone.now()
-        dataset.save(update_fields=["name", "description", "validation_percent", "test_percent", "updated_at"])
-        messages.success(request, f"Dataset “{dataset.name}” saved.")
-        return redirect("training:dataset_detail", pk=dataset.pk)
-    return render(request, "training/dataset_form.html", {"form": form, "dataset": dataset})
+        fields = ["name", "description", "validation_percent", "test_percent", "updated_at"]
+        if save_unless_taken(form, lambda: dataset.save(update_fields=fields)):
+            messages.success(request, f"Dataset “{dataset.name}” saved.")
+            return redirect("training:dataset_detail", pk=dataset.pk)
+    context = {"form": form, "dataset": dataset}
+    return render(request, "training/dataset_form.html", context, status=form_status(request, form))
 
 
 @require_http_methods(["GET", "POST"])
@@ -222,7 +234,7 @@ def export_dataset(request: HtmxHttpRequest, pk: int) -> StreamingHttpResponse:
     """The dataset as a zip in the import layout, streamed while it is built (any size, flat memory)."""
     dataset = _get_dataset_for_user(request, pk)
     response = StreamingHttpResponse(exports.stream(dataset), content_type="application/zip")
-    response["Content-Disposition"] = f'attachment; filename="{exports.filename(dataset)}"'
+    response["Content-Disposition"] = content_disposition_header(True, exports.filename(dataset))
     return response
 
 
@@ -234,13 +246,13 @@ def label_create(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     form = LabelForm(_post(request), dataset=dataset)
     if request.method == "POST" and form.is_valid():
-        label = Label.objects.create(
-            dataset=dataset, name=form.cleaned_data["name"], description=form.cleaned_data["description"]
-        )
-        dataset.touch()
-        messages.success(request, f"Label “{label.name}” added. Upload images into it, or import a zip.")
-        return redirect("training:dataset_detail", pk=dataset.pk)
-    return render(request, "training/label_form.html", {"form": form, "dataset": dataset, "label": None})
+        label = Label(dataset=dataset, name=form.cleaned_data["name"], description=form.cleaned_data["description"])
+        if save_unless_taken(form, label.save):
+            dataset.touch()
+            messages.success(request, f"Label “{label.name}” added. Upload images into it, or import a zip.")
+            return redirect("training:dataset_detail", pk=dataset.pk)
+    context = {"form": form, "dataset": dataset, "label": None}
+    return render(request, "training/label_form.html", context, status=form_status(request, form))
 
 
 @require_http_methods(["GET", "POST"])
@@ -250,11 +262,13 @@ def label_edit(request: HtmxHttpRequest, pk: int, label_pk: int) -> HttpResponse
     form = LabelForm(_post(request), dataset=dataset, instance=label)
     if request.method == "POST" and form.is_valid():
         label.name, label.description = form.cleaned_data["name"], form.cleaned_data["description"]
-        label.save(update_fields=["name", "description"])
-        dataset.touch()
-        messages.success(request, f"Label “{label.name}” saved.")
-        return redirect("training:dataset_detail", pk=dataset.pk)
-    return render(request, "training/label_form.html", {"form": form, "dataset": dataset, "label": label})
+        if save_unless_taken(form, lambda: label.save(update_fields=["name", "description"])):
+            dataset.touch()
+            messages.success(request, f"Label “{label.name}” saved.")
+            return redirect("training:dataset_detail", pk=dataset.pk)
+        label.refresh_from_db(fields=["name", "description"])  # the page's title names the label as it is
+    context = {"form": form, "dataset": dataset, "label": label}
+    return render(request, "training/label_form.html", context, status=form_status(request, form))
 
 
 @require_http_methods(["GET", "POST"])
@@ -287,7 +301,7 @@ def upload_images(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     context = {"form": form, "dataset": dataset, "report": report}
     if request.htmx:
         return render(request, "training/partials/_upload_form.html", context)
-    return render(request, "training/upload.html", context)
+    return render(request, "training/upload.html", context, status=form_status(request, form))
 
 
 def _label_pk(dataset: Dataset, report: dict) -> int | None:
@@ -301,14 +315,17 @@ def import_zip(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
     active = dataset.active_import()
     form = ImportForm(_post(request), _files(request))
+    conflict = False
     if request.method == "POST" and form.is_valid():
         try:
             job = imports.start_import(dataset, form.cleaned_data["archive"], request.user)
         except imports.ImportRefused as refusal:
             form.add_error("archive", str(refusal))
+            conflict = True  # another import runs: the zip itself was fine
         else:
             return redirect("training:import_detail", pk=dataset.pk, job_pk=job.pk)
-    return render(request, "training/import_form.html", {"form": form, "dataset": dataset, "active_import": active})
+    context = {"form": form, "dataset": dataset, "active_import": active}
+    return render(request, "training/import_form.html", context, status=form_status(request, form, conflict=conflict))
 
 
 @require_GET
@@ -341,16 +358,8 @@ def import_cancel(request: HtmxHttpRequest, pk: int, job_pk: int) -> HttpRespons
 
 
 def _file_response(path, content_type: str, filename: str | None = None) -> FileResponse:
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 (FileResponse closes it)
-    except FileNotFoundError:
-        raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type=content_type)
-    if filename:
-        response["Content-Disposition"] = content_disposition_header(False, filename)
-    # The file behind an image id never changes (content-addressed); only logged-in users see it.
-    response["Cache-Control"] = "private, max-age=86400, immutable"
-    return response
+    """The file behind an image id never changes (content-addressed): browsers may keep it a day."""
+    return private_file_response(path, content_type, filename=filename, max_age=86400, immutable=True)
 
 
 @require_GET

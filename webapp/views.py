@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 
 
@@ -17,12 +20,52 @@ def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpR
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return _error(
-        request,
-        400,
-        "Bad request",
-        "The request could not be read. If you uploaded many files at once, send fewer per request.",
+    return _error(request, 400, "Bad request", unreadable_request_message(exception))
+
+
+def unreadable_request_message(exception: Exception | None) -> str:
+    """The true reason Django could not read a request, from the exception it raised, in one sentence."""
+    if isinstance(exception, TooManyFieldsSent):
+        return (
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS:,} form fields, the most this server "
+            "reads in one request. Send only the fields the form or the API needs."
+        )
+    if isinstance(exception, TooManyFilesSent):
+        return (
+            f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES:,} files, more than this server reads "
+            f"in one request: send fewer per request, at most {settings.MAX_FILES_PER_REQUEST}."
+        )
+    if isinstance(exception, RequestDataTooBig):
+        return (
+            f"The request's text fields (everything but uploaded files) add up to more than "
+            f"{_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)}, the most this server reads. Send images as file "
+            "uploads (multipart/form-data), not as text."
+        )
+    if isinstance(exception, MultiPartParserError):
+        return _multipart_message(str(exception))
+    return (
+        "The request could not be read: it is malformed or incomplete. Reload the page, or check what a script sends."
     )
+
+
+def _multipart_message(reason: str) -> str:
+    """Django's MultiPartParserError says what went wrong only in its message."""
+    if "header size" in reason:
+        return (
+            "A part of the upload has headers longer than 1 KB, which the server does not read; usually a very long "
+            "file name. Rename the file to something shorter and send it again."
+        )
+    if "boundary" in reason:
+        return (
+            "The Content-Type header says multipart/form-data but names no valid boundary. Let your HTTP client "
+            "build the body and its Content-Type header together (curl -F, requests' files=); do not set the "
+            "header by hand."
+        )
+    return f"The multipart body of the request could not be read ({reason.rstrip('.')}). Let your HTTP client build it."
+
+
+def _size(size: int) -> str:
+    return f"{size / 1_048_576:.1f} MB" if size >= 1_048_576 else f"{size:,} bytes"
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,21 @@ def screenshot(page):
         return path
 
     return take
+
+
+@pytest.fixture
+def wait_until(page):
+    """wait_until(expression, arg) polls a JavaScript expression until it is true.
+
+    page.wait_for_function compiles its predicate with eval, which the app's Content-Security-Policy
+    (script-src 'self', no 'unsafe-eval') refuses once it polls; page.evaluate is not affected.
+    """
+
+    def wait(expression: str, arg=None, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not page.evaluate(expression, arg):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Still false after {timeout:g} s: {expression}")
+            page.wait_for_timeout(100)
+
+    return wait

@@ -6,7 +6,9 @@ from classifier.models import Prediction
 from tests.helpers import image_bytes, noise_image_bytes
 
 
-def test_upload_shows_results_in_place_without_reloading(page, login, screenshot, bob, install_weights, tmp_path):
+def test_upload_shows_results_in_place_without_reloading(
+    page, login, screenshot, wait_until, bob, install_weights, tmp_path
+):
     install_weights("mobilenetv2")  # the default model, as a new user gets it
     login("bob", "bob-password")
     page.goto("/")
@@ -29,7 +31,7 @@ def test_upload_shows_results_in_place_without_reloading(page, login, screenshot
     assert page.locator("[data-testid=result] .guess").count() == 10
     assert "not an image TransferLab can read" in page.locator("[data-testid=result-error]").inner_text()
     assert page.evaluate("window.__sameDocument") is True  # no page load happened
-    page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    wait_until("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     screenshot("classify-results")
     assert Prediction.objects.count() == 2
 

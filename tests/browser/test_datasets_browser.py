@@ -58,7 +58,9 @@ def queued_tasks(immediate_tasks):
     immediate_tasks.immediate = True
 
 
-def test_create_dataset_import_zip_watch_progress_and_browse(page, login, screenshot, alice, queued_tasks, monkeypatch):
+def test_create_dataset_import_zip_watch_progress_and_browse(
+    page, login, screenshot, wait_until, alice, queued_tasks, monkeypatch
+):
     login("alice", "alice-password")
     page.goto("/datasets/")
     expect(page.locator(".empty")).to_contain_text("No datasets yet.")
@@ -121,7 +123,7 @@ def test_create_dataset_import_zip_watch_progress_and_browse(page, login, screen
     cards = page.locator("#image-grid .image-card")
     expect(cards).to_have_count(48)
     page.locator("#image-grid").scroll_into_view_if_needed()
-    page.wait_for_function(THUMBS_LOADED, arg=12)
+    wait_until(THUMBS_LOADED, arg=12)
     screenshot("dataset-page")
 
     # HTMX pagination swaps the grid and keeps the address in sync.
@@ -137,7 +139,7 @@ def test_create_dataset_import_zip_watch_progress_and_browse(page, login, screen
     first.get_by_role("button", name="Save").click()
     expect(page.locator("#image-grid .image-card").first.locator(".badge.split-test")).to_have_text("Test")
     assert DatasetImage.objects.filter(split="test").count() == 1
-    page.wait_for_function(THUMBS_LOADED, arg=4)
+    wait_until(THUMBS_LOADED, arg=4)
     screenshot("dataset-page-2")
 
 

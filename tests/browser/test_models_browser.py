@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from playwright.sync_api import expect
+
 from classifier import weights
 
 
@@ -19,7 +21,7 @@ def test_models_table_filters_and_sorts_without_reloading(page, login, screensho
     screenshot("models-page")
 
     page.select_option("#models-family", "MobileNet")
-    page.wait_for_function("document.querySelectorAll('table.models tbody tr').length === 16")
+    expect(page.locator("table.models tbody tr")).to_have_count(16)
     assert "family=MobileNet" in page.url  # the address keeps the filter, so reload and back work
 
     page.click("table.models th >> text=Top-1")
@@ -28,7 +30,7 @@ def test_models_table_filters_and_sorts_without_reloading(page, login, screensho
     assert page.locator("#models-sort").input_value() == "-top1"  # later filters keep this order
 
     page.fill("#models-q", "0.5")
-    page.wait_for_function("document.querySelectorAll('table.models tbody tr').length === 4")
+    expect(page.locator("table.models tbody tr")).to_have_count(4)
     assert rows(page) == ["mobilenet-05-224", "mobilenet-05-192", "mobilenet-05-160", "mobilenet-05-128"]
     assert page.locator("#model-mobilenet-05-128 .badge").first.inner_text() == "Installed"
     assert page.evaluate("window.__sameDocument") is True  # every change was swapped in, no page load
