@@ -22,6 +22,7 @@ def data_dir(settings, tmp_path: Path) -> Path:
     settings.WEIGHTS_DIR = tmp_path / "weights"
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.DATASETS_DIR = tmp_path / "datasets"
+    settings.MIN_FREE_DISK_MB = 0  # tests never depend on the host's free disk
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -48,7 +49,8 @@ def envsecret(name: str) -> str:
 
 # --- Data folder: database, queue, uploads, weights, datasets -------------------------------
 DATA_DIR = Path(os.getenv("DATA_DIR", str(BASE_DIR / "data"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Readable by the service account alone: the database holds session keys, the folder the secret key.
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
 WEIGHTS_DIR = DATA_DIR / "weights"
 MEDIA_ROOT = DATA_DIR / "media"
 DATASETS_DIR = DATA_DIR / "datasets"
@@ -78,8 +80,29 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_SECURE = envbool("SECURE_COOKIES", "False")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-if envbool("BEHIND_HTTPS_PROXY", "False"):
+BEHIND_PROXY = envbool("BEHIND_HTTPS_PROXY", "False")
+if BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# HTTPS only: off by default (an intranet may serve plain HTTP). Behind TLS, docs/CONFIGURATION.md
+# gives the values that leave `manage.py check --deploy` with nothing to report.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "False")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)  # browsers refuse plain HTTP for this long
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "False")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+
+# Content-Security-Policy (django-csp): scripts and everything else only from this server, never
+# inline, never framed. Styles allow 'unsafe-inline' because bar widths and confusion-matrix
+# colours are numbers computed per page into style="" attributes (and the Django admin uses a few);
+# a style attribute cannot run code, and autoescaping keeps markup out of those values.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "script-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 INSTALLED_APPS = [
     "webapp",
@@ -95,11 +118,18 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "huey.contrib.djhuey",
+    "csp",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Outside the session middleware, so a lock or a full disk while the session is saved is caught
+    # too: a locked database answers 503 with Retry-After, a full disk 507, never a 500.
+    "webapp.middleware.DatabaseBusyMiddleware",
+    "webapp.diskspace.DiskFullMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -108,6 +138,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: it turns a refused log-in into the lock page
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -115,6 +146,24 @@ WSGI_APPLICATION = "webapp.wsgi.application"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "classifier:classify"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Login throttling (django-axes) ----------------------------------------------------------
+# LOGIN_FAILURE_LIMIT failed log-ins for one user name from one address lock that pair out for
+# LOGIN_LOCKOUT_MINUTES, the admin's login included; failures older than that are forgotten, and
+# a successful log-in forgets them at once. `manage.py axes_reset_username NAME` lifts a lock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lock ends when its page says it does
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind the reverse proxy every request comes from the proxy's address: count failures per client
+# (the address the proxy appended to X-Forwarded-For), or one person could lock a user out for all.
+AXES_CLIENT_IP_CALLABLE = "webapp.http.client_ip"
 
 TEMPLATES = [
     {
@@ -130,6 +179,13 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Web server (`manage.py serve`, as `make run` starts it: waitress) -----------------------
+# One process with threads: TensorFlow and the warm models load once. Slow or idle connections
+# never hold a thread; a silent one is closed after WEB_CHANNEL_TIMEOUT seconds.
+WEB_THREADS = envint("WEB_THREADS", 4)
+WEB_CHANNEL_TIMEOUT = envint("WEB_CHANNEL_TIMEOUT", 60)
+WEB_CONNECTION_LIMIT = envint("WEB_CONNECTION_LIMIT", 1000)
 
 # --- Database: SQLite in WAL mode by default, PostgreSQL with DATABASE_URL -------------------
 if os.getenv("DATABASE_URL"):
@@ -219,10 +275,25 @@ STORAGES = {
 # and answer with a message. Django's own count limit is only a backstop against abuse.
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_MB", 20) * 1024 * 1024
 MAX_IMAGE_PIXELS = envint("MAX_IMAGE_PIXELS", 50_000_000)
+# Pixels that all images of one classify request (Classify page or API) may hold together. Files beyond
+# it get their own error and can be sent again in another request; the others are still classified.
+# Bounds how long one request decodes; memory is bounded by one image at a time (MAX_IMAGE_PIXELS).
+MAX_REQUEST_PIXELS = envint("MAX_REQUEST_PIXELS", 400_000_000)
 MAX_FILES_PER_REQUEST = envint("MAX_FILES_PER_REQUEST", 32)
 MAX_WEIGHTS_UPLOAD_BYTES = envint("MAX_WEIGHTS_UPLOAD_MB", 1024) * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = max(1000, MAX_FILES_PER_REQUEST * 4)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # above this, uploads are spooled to a temp file
+# Django chmods stored uploads to 0644 whatever the umask: keep them to the service account.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+
+# --- Disk and retention ---------------------------------------------------------------------
+# Space kept free on the data disk: a write that would leave less is refused with a message (507).
+MIN_FREE_DISK_MB = envint("MIN_FREE_DISK_MB", 500)
+# Predictions older than this many days are deleted with their images by a daily task; 0 keeps them.
+PREDICTION_RETENTION_DAYS = envint("PREDICTION_RETENTION_DAYS", 0)
+# False: predictions are recorded for History with their thumbnail, but uploaded originals are not kept.
+KEEP_CLASSIFIED_IMAGES = envbool("KEEP_CLASSIFIED_IMAGES", "True")
 
 # --- Dataset zip import (training/archives.py) ---------------------------------------------
 # Checked from the zip's directory before a single member is extracted, then again while the
@@ -232,6 +303,9 @@ IMPORT_MAX_ZIP_BYTES = envint("IMPORT_MAX_ZIP_MB", 2048) * 1024 * 1024  # size o
 IMPORT_MAX_TOTAL_BYTES = envint("IMPORT_MAX_TOTAL_MB", 8192) * 1024 * 1024  # sum of uncompressed sizes
 IMPORT_MAX_MEMBERS = envint("IMPORT_MAX_MEMBERS", 100_000)  # files and folders in one zip
 IMPORT_MAX_RATIO = envint("IMPORT_MAX_RATIO", 100)  # uncompressed / compressed size of one member
+# Labels one dataset may have (zips, manifests, the label form, uploads and the admin all obey it):
+# bounds the rows and the transactions of one import.
+MAX_LABELS_PER_DATASET = envint("MAX_LABELS_PER_DATASET", 1000)
 
 # --- Inference engine ----------------------------------------------------------------------
 # Each process that imports TensorFlow holds its models; keep few of them warm per process.
@@ -248,12 +322,22 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A 4xx is the client's mistake: one line each, a traceback only for real errors (5xx).
+    "filters": {"client_errors_without_traceback": {"()": "webapp.logging.ClientErrorsWithoutTraceback"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["client_errors_without_traceback"],
+        }
+    },
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         # run_huey installs its own handler on "huey"; propagating would print every line twice.
         "huey": {"level": "INFO", "propagate": False},
+        # django-axes logs every log-in and log-out at INFO; failures and lock-outs are WARNINGs.
+        "axes": {"level": "WARNING"},
     },
 }
 CSRF_FAILURE_VIEW = "webapp.views.csrf_failure"
