@@ -26,12 +26,10 @@ MB = 1024 * 1024
 Usage = namedtuple("Usage", "total used free")
 
 
-@pytest.fixture(autouse=True)
-def disk_middleware(settings):
-    """The line settings.py gets: right after WhiteNoise, before the session middleware it guards."""
-    middleware = list(settings.MIDDLEWARE)
-    middleware.insert(middleware.index("django.contrib.sessions.middleware.SessionMiddleware"), MIDDLEWARE)
-    settings.MIDDLEWARE = middleware
+def test_the_disk_middleware_guards_the_session_middleware(settings):
+    """Outside the session middleware, so a full disk while a session is saved is caught too."""
+    order = list(settings.MIDDLEWARE)
+    assert order.index(MIDDLEWARE) < order.index("django.contrib.sessions.middleware.SessionMiddleware")
 
 
 @pytest.fixture
@@ -199,3 +197,55 @@ def test_negative_disk_settings_stop_the_start(settings):
         "MIN_FREE_DISK_MB cannot be negative.",
         "PREDICTION_RETENTION_DAYS cannot be negative.",
     ]
+
+
+# --- The dataset and training paths check before they write --------------------------------------
+@pytest.mark.django_db
+def test_a_dataset_upload_on_a_full_disk_is_refused_with_the_disk_message(alice, disk_free, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    from training.models import Dataset
+
+    dataset = Dataset.objects.create(name="Birds", created_by=alice)
+    client = lenient_client()
+    client.force_login(alice)
+    disk_free(10 * MB)  # less than the reserve
+    files = [SimpleUploadedFile("robin.jpg", image_bytes("JPEG"), content_type="image/jpeg")]
+    response = client.post(f"/datasets/{dataset.pk}/upload/", {"new_label": "robins", "images": files})
+    assert response.status_code == 507
+    assert "disk is full, so TransferLab cannot save anything right now" in response.text
+    assert not dataset.images.exists()
+
+
+@pytest.mark.django_db
+def test_an_import_that_fills_the_disk_is_undone_with_a_sentence(alice, disk_free, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    from tests.dataset_helpers import image_zip
+    from training import imports
+    from training.models import Dataset, ImportJob
+
+    dataset = Dataset.objects.create(name="Birds", created_by=alice)
+    archive = SimpleUploadedFile("birds.zip", image_zip({"robins": 3}), content_type="application/zip")
+    job = imports.start_import(dataset, archive, alice)
+    disk_free(10 * MB)  # the disk fills up after the zip was kept
+    imports.run_import_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.FAILED
+    assert job.message.startswith("The server's disk filled up during the import, so it was undone")
+    assert not dataset.images.exists()
+
+
+@pytest.mark.django_db
+def test_a_training_job_on_a_full_disk_fails_with_a_sentence(alice, disk_free, install_weights, monkeypatch, settings):
+    settings.MIN_FREE_DISK_MB = 500
+    from tests.training_helpers import TRAIN_BASE, colour_dataset
+    from training import jobs, tasks, trainer
+    from training.models import TrainingJob
+
+    install_weights(TRAIN_BASE, include_top=False)
+    monkeypatch.setattr(tasks, "train", lambda job_id: None)
+    job = jobs.start_training(colour_dataset(alice, per_label=6), TRAIN_BASE, trainer.TrainConfig(epochs=1), alice)
+    disk_free(10 * MB)
+    jobs.run_training_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == TrainingJob.Status.FAILED
+    assert job.message.startswith("The server's disk is too full to keep a trained model.")
