@@ -11,6 +11,10 @@ def main():
     # account alone; set before the settings create DATA_DIR. Inherited by the web server and the
     # workers that `serve` starts.
     os.umask(0o077)
+    # Before anything loads TensorFlow: no C++ start-up notes (cuInit, oneDNN) in any command's output.
+    from webapp.tensorflow_logs import quiet_tensorflow
+
+    quiet_tensorflow()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     try:
         from django.core.management import execute_from_command_line

@@ -50,7 +50,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from webapp.tensorflow_logs import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before anything loads TensorFlow: no C++ start-up notes among the figures
 
 from bench.lib import processes  # noqa: E402
 from bench.lib.figures import percentile, write_json  # noqa: E402

@@ -32,7 +32,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from webapp.tensorflow_logs import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before anything loads TensorFlow: no C++ start-up notes among the figures
 
 from bench.lib.figures import percentile, print_table, write_json  # noqa: E402
 

@@ -60,7 +60,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from webapp.tensorflow_logs import quiet_tensorflow  # noqa: E402
+
+quiet_tensorflow()  # before anything loads TensorFlow: no C++ start-up notes among the figures
 # fit() on a tf.data.Dataset warns that its default shuffle=True is ignored (the dataset shuffles itself).
 warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
 
@@ -391,7 +393,7 @@ def measure_photos_job(root: Path, weights: Path, data_dir: Path) -> float:
     import zipfile
     from datetime import datetime
 
-    env = {**os.environ, "DATA_DIR": str(data_dir), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
     manage = [sys.executable, str(ROOT / "manage.py")]
     archive = data_dir.parent / "photos.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -10,5 +10,5 @@ import tempfile
 
 _data_dir = tempfile.mkdtemp(prefix="transferlab-test-")
 os.environ["DATA_DIR"] = _data_dir
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as manage.py: no TensorFlow start-up notes
 atexit.register(shutil.rmtree, _data_dir, ignore_errors=True)

@@ -23,12 +23,21 @@ def test_first_run_creates_an_admin_with_a_random_password_printed_once(db):
     assert admin.is_superuser and admin.is_staff
     password = text.split("password:")[1].split()[0]
     assert len(password) >= 12 and admin.check_password(password)
-    assert "shown only once" in text
+    assert "shown only once" in text and "(Change password, top right)" in text  # the account menu's link
 
     again = StringIO()
     call_command("ensure_admin", stdout=again)
     assert "user name:" not in again.getvalue()
     assert get_user_model().objects.count() == 1
+
+
+def test_the_second_run_names_the_account_and_the_command_as_the_readme_writes_it(db):
+    call_command("ensure_admin", stdout=StringIO())
+    again = StringIO()
+    call_command("ensure_admin", stdout=again)
+    assert again.getvalue().strip() == (
+        "Administrator account 'admin' exists (forgotten password: .venv/bin/python manage.py changepassword admin)."
+    )
 
 
 def test_two_installs_get_different_admin_passwords(db):

@@ -52,7 +52,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import datafiles
-from webapp.datafiles import SECRET_KEY_FILE, STAGING_LOCK, STAGING_PREFIX, UnsafePath, human_size, local_path
+from webapp.datafiles import SECRET_KEY_FILE, STAGING_LOCK, STAGING_PREFIX, UnsafePath, local_path
+from webapp.sizes import human_size
 
 FORMAT = 1
 MANIFEST = "manifest.json"

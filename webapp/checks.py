@@ -73,7 +73,7 @@ def check_data_permissions(app_configs, **kwargs) -> list[Warning]:
 
 @register()
 def check_disk_settings(app_configs, **kwargs) -> list[Error]:
-    """The reserve and the retention are counts of megabytes and days: negative ones are a typo."""
+    """The reserve and the retention are counts of MiB and days: negative ones are a typo."""
     values = {
         "MIN_FREE_DISK_MB": getattr(settings, "MIN_FREE_DISK_MB", 500),
         "PREDICTION_RETENTION_DAYS": getattr(settings, "PREDICTION_RETENTION_DAYS", 0),

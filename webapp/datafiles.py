@@ -76,14 +76,6 @@ def data_path_of(path: Path) -> str | None:
     return None
 
 
-def human_size(n: int) -> str:
-    """1.2 MB, 340 KB, 12 bytes: sizes as people read them."""
-    for unit, size in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} byte{'s' if n != 1 else ''}"
-
-
 # --- What the database names ------------------------------------------------------------------
 
 

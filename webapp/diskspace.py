@@ -22,9 +22,11 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from webapp.htmx import error_fragment, is_htmx
+
 logger = logging.getLogger(__name__)
 
-MB = 1024 * 1024
+MB = 1024 * 1024  # MIN_FREE_DISK_MB counts MiB; messages say so
 DEFAULT_MIN_FREE_DISK_MB = 500
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
@@ -64,9 +66,9 @@ def ensure_free_space(path: Path, needed_bytes: int) -> None:
     wanted = max(0, int(needed_bytes)) + reserve_bytes()
     if free < wanted:
         raise DiskFull(
-            f"The disk holding {path} is full: {free // MB} MB free, {-(-wanted // MB)} MB needed "
-            f"(this write plus the {reserve_bytes() // MB} MB kept free, MIN_FREE_DISK_MB). Free space on it "
-            "(old predictions, unused training jobs, other files), then try again."
+            f"The disk holding {path} is full: {free // MB} MiB free, {-(-wanted // MB)} MiB needed (this write "
+            f"plus the {reserve_bytes() // MB} MiB kept free for the database, sessions and logs). An administrator "
+            "can free space on it (old predictions, unused training jobs, other files); then try again."
         )
 
 
@@ -88,9 +90,11 @@ def is_disk_full_error(error: BaseException | None) -> bool:
 
 
 def disk_full_response(request: HttpRequest) -> HttpResponse:
-    """507 Insufficient Storage: JSON on API paths, the error page elsewhere."""
+    """507 Insufficient Storage: JSON on API paths, a fragment for HTMX, the error page elsewhere."""
     if request.path.startswith("/api/"):
         return JsonResponse({"error": USER_MESSAGE}, status=507)
+    if is_htmx(request):
+        return error_fragment(507, TITLE, USER_MESSAGE)
     try:
         html = render_to_string("error.html", {"title": TITLE, "message": USER_MESSAGE}, request=request)
     except Exception:  # the page must not fail in turn: a plain one will do

@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.conf import settings
 
 # Boundaries, part headers and the form's small fields (CSRF token, label, model name) take a few
-# KB even with 32 files; 1 MB covers them with room to spare.
+# KiB even with 32 files; 1 MiB covers them with room to spare.
 MULTIPART_MARGIN_BYTES = 1_048_576
 
 
@@ -27,5 +27,5 @@ def largest_upload_bytes() -> int:
 
 
 def max_request_body_bytes() -> int:
-    """The largest request body the server lets through to Django (2,049 MB with the defaults)."""
+    """The largest request body the server lets through to Django (2,049 MiB with the defaults)."""
     return largest_upload_bytes() + MULTIPART_MARGIN_BYTES

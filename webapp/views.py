@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from webapp.htmx import error_fragment, is_htmx, login_redirect
 
 
 def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
-def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+def _error(
+    request: HttpRequest, status: int, title: str, message: str, *, htmx_message: str = "", **page
+) -> HttpResponse:
+    """JSON under /api/, a one-line fragment for an HTMX button (htmx.py), the styled page otherwise.
+
+    `page` adds to the page's context: back_url and back_label for its button.
+    """
     if _is_api(request):
         return JsonResponse({"error": message}, status=status)
-    return render(request, "error.html", {"title": title, "message": message}, status=status)
+    if is_htmx(request):
+        return error_fragment(status, title, htmx_message or message)
+    return render(request, "error.html", {"title": title, "message": message, **page}, status=status)
 
 
 def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -65,7 +78,7 @@ def _multipart_message(reason: str) -> str:
 
 
 def _size(size: int) -> str:
-    return f"{size / 1_048_576:.1f} MB" if size >= 1_048_576 else f"{size:,} bytes"
+    return f"{size / 1_048_576:.1f} MiB" if size >= 1_048_576 else f"{size:,} bytes"
 
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
@@ -73,7 +86,13 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return _error(request, 404, "Not found", "There is nothing at this address. It may have been deleted.")
+    return _error(
+        request,
+        404,
+        "Not found",
+        "There is nothing at this address. It may have been deleted.",
+        htmx_message="What this acts on is gone: it may have been deleted. Reload the page to see what is there now.",
+    )
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -85,10 +104,34 @@ def server_error(request: HttpRequest) -> HttpResponse:
     )
 
 
+CSRF_TITLE = "Page out of date"
+CSRF_MESSAGE = (
+    "This page was open too long, or you logged in again in another tab, so its form can no longer be sent. "
+    "Nothing was changed. Reload the page and try again."
+)
+
+
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A form sent with a stale token (settings.CSRF_FAILURE_VIEW): say so, and lead back to the form.
+
+    An HTMX button whose session has also ended goes to the log-in page, as it would with a fresh token.
+    """
+    if is_htmx(request):
+        user = getattr(request, "user", None)
+        if user is not None and not user.is_authenticated:
+            return login_redirect(request)
+        return error_fragment(403, CSRF_TITLE, CSRF_MESSAGE, reload=True)
+    back = request.headers.get("Referer", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        back = ""
+    if back:
+        parts = urlsplit(back)
+        back = parts.path + (f"?{parts.query}" if parts.query else "")
     return _error(
         request,
         403,
-        "Form expired",
-        "The form's security token was missing or out of date. Reload the page and try again.",
+        CSRF_TITLE,
+        CSRF_MESSAGE,
+        back_url=back or "/",
+        back_label="Back to the form" if back else "Back to TransferLab",
     )

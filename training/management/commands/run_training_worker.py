@@ -36,11 +36,9 @@ class Command(BaseCommand):
             workers=settings.TRAINING_CONCURRENCY,
             worker_type="thread",
             periodic=False,  # recovery's periodic check runs on the main worker
-            # SqliteHuey polls with a growing delay (up to 10 s by default): a queued job should
-            # start within about a second on an idle server.
-            initial_delay=0.1,
-            backoff=1.15,
-            max_delay=1.0,
+            # SqliteHuey polls with a growing delay (up to 10 s by default): the same short polling
+            # as the imports worker, so a queued job starts within a second on an idle server.
+            **settings.QUEUE_POLLING,
             graceful_signal="TERM",
         )
         consumer.run()

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp import backup
-from webapp.datafiles import human_size
+from webapp.sizes import human_size
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp import datafiles
-from webapp.backup import human_size
+from webapp.sizes import human_size
 
 SHOWN = 50  # lines per list; the count says how many more there are
 

@@ -45,7 +45,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"{line}\nFirst administrator created. Log in with:\n"
                 f"  user name: {username}\n  password:  {password}\n"
-                f"This password is shown only once: change it after logging in (Admin > Change password).\n{line}"
+                f"This password is shown only once: change it after logging in (Change password, top right).\n{line}"
             )
         )
 
@@ -57,7 +57,7 @@ class Command(BaseCommand):
         os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT: set it again
         with os.fdopen(fd, "w") as f:
             f.write(
-                "First TransferLab administrator. Log in, change the password (Admin > Change password), "
+                "First TransferLab administrator. Log in, change the password (Change password, top right), "
                 f"then delete this file.\nuser name: {username}\npassword: {password}\n"
             )
         self.stdout.write(
