@@ -94,10 +94,15 @@ def find(name: str, user=None) -> ModelChoice:
         choice = source.find(name, user)
         if choice is not None:
             return choice
-    raise UnknownModel(
-        f"Unknown model {name!r}. Known models: {', '.join(zoo.recommended_keys())}, your trained models "
-        "(trained-<number>), and more on the Models page."
-    )
+    raise UnknownModel(f"Unknown model {name!r}. {_what_can_run(user)}")
+
+
+def _what_can_run(user) -> str:
+    """The keys this user could send instead: the models that can run here and that they may use."""
+    keys = [choice.key for choice in available(user)]
+    if not keys:
+        return "No model can run here yet: an administrator installs weights on the Models page."
+    return f"Models you can use here: {', '.join(keys)}."
 
 
 def resolve(key: str) -> ModelSpec:

@@ -81,7 +81,10 @@ class ClassifyForm(forms.Form):
         asked = (self.initial or {}).get("model")
         self.fields["model"].initial = asked if asked in keys else catalog.default_key(user)
         self.initial.pop("model", None)
-        self.fields["images"].widget.attrs.update({"accept": "image/*", "multiple": True})
+        # The drop zone counts the chosen files against the limit before anything is sent (static/js/app.js).
+        self.fields["images"].widget.attrs.update(
+            {"accept": "image/*", "multiple": True, "data-max-files": settings.MAX_FILES_PER_REQUEST}
+        )
 
 
 class ApiPredictForm(forms.Form):

@@ -88,17 +88,30 @@ def _read_all(source: bytes | BinaryIO | Path, max_bytes: int) -> bytes:
     return data
 
 
+def _short(value: float) -> str:
+    """A figure as people read it: "20", "1.5", "0.3" (no ".0", one decimal only below 10)."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def mebibytes(size: int) -> str:
+    return _short(size / 1_048_576)
+
+
+def megapixels(pixels: int) -> str:
+    return _short(pixels / 1e6)
+
+
 def too_large_message(size: int, max_bytes: int) -> str:
     return (
-        f"The file is {size / 1_048_576:.1f} MB; the limit is {max_bytes / 1_048_576:.0f} MB. "
+        f"The file is {size / 1_048_576:.1f} MiB; the limit is {mebibytes(max_bytes)} MiB. "
         "Resize or compress it and try again."
     )
 
 
 def _pixels_message(width: int, height: int, max_pixels: int) -> str:
     return (
-        f"The image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
-        f"the limit is {max_pixels / 1e6:.0f} megapixels. Downscale it and try again."
+        f"The image is {width} x {height} pixels ({megapixels(width * height)} megapixels); "
+        f"the limit is {megapixels(max_pixels)} megapixels. Downscale it and try again."
     )
 
 

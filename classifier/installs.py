@@ -44,7 +44,8 @@ def import_path(
     installed = weights.import_file(
         Path(path), settings.WEIGHTS_DIR, model=model, include_top=include_top, original_name=original_name
     )
-    forget_warm(installed.model.key)
+    if not installed.unchanged:
+        forget_warm(installed.model.key)
     return installed
 
 
@@ -116,7 +117,8 @@ def fetch(download: WeightsDownload) -> tuple[str, str]:
             "The download failed with an unexpected error, recorded in the worker's log. Try again, or install "
             "the file by hand with import_weights.",
         )
-    forget_warm(model.key)
+    if not installed.unchanged:
+        forget_warm(model.key)
     return WeightsDownload.Status.SUCCEEDED, installed.describe()
 
 

@@ -2,7 +2,9 @@
 
 Status words, most useful first: "ready" (warm in this web process), "loading", "downloading"
 (an administrator asked and the worker is on it), "installed" (weights present, loads on first
-use) and "missing" (with the exact file, where to get it and the command that installs it).
+use), "training" (only the file without the head is here: training can use it, Classify cannot)
+and "missing" (with the exact file, where to get it and the command that installs it). The
+status is about the file with the head, which Classify runs; the Training column shows the other.
 Reading the page never imports TensorFlow.
 """
 
@@ -25,16 +27,18 @@ STATUS_LABELS = {
     "ready": ("Ready", "badge-ok"),
     "loading": ("Loading", "badge-info"),
     "downloading": ("Downloading", "badge-info"),
-    "installed": ("Installed", "badge-muted"),
+    "installed": ("Installed", "badge-ok"),
+    "training": ("Training only", "badge-info"),
     "missing": ("Weights missing", "badge-warn"),
 }
 STATUS_FILTERS = {
     "": "Any status",
-    "installed": "Weights installed",  # ready, loading or on disk: every model that can run here
+    "installed": "Weights installed",  # either file: every model that Classify or training can use here
     "ready": "Loaded now",
     "missing": "Weights missing",
 }
-SIZE_FILTERS = {"": "Any size", "20": "Up to 20 MB", "100": "Up to 100 MB", "300": "Up to 300 MB"}
+# Sizes are in MiB (2**20 bytes), as Keras publishes them and as files are measured here.
+SIZE_FILTERS = {"": "Any size", "20": "Up to 20 MiB", "100": "Up to 100 MiB", "300": "Up to 300 MiB"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class WeightsStatus:
         return self.path is not None
 
     @property
-    def size_mb(self) -> float | None:
+    def size_mib(self) -> float | None:
         try:
             return self.path.stat().st_size / 2**20 if self.path else None
         except OSError:
@@ -99,8 +103,14 @@ class ModelRow:
         return STATUS_LABELS[self.status][1]
 
     @property
-    def usable(self) -> bool:
-        return self.status in ("ready", "loading", "installed")
+    def any_installed(self) -> bool:
+        """Classify or training can use it: either of its files is here."""
+        return self.top.installed or self.notop.installed
+
+    @property
+    def missing_files(self) -> list[WeightsStatus]:
+        """Its published files that are not here and not on their way: what "How to install" explains."""
+        return [w for w in (self.top, self.notop) if w.file and not w.installed and not w.downloading]
 
 
 class WeightsFolderError(Exception):
@@ -149,6 +159,8 @@ def build_row(model: zoo.ZooModel, present: set[str], downloads: dict, latencies
         status = "downloading"
     elif top.installed:
         status = "installed"
+    elif notop.installed:
+        status = "training"
     else:
         status = "missing"
     return ModelRow(model, status, top, notop, latencies.get(model.key))
@@ -181,7 +193,7 @@ COLUMNS = (
     Column("name", "Model", lambda r: r.model.name.lower()),
     Column("family", "Family", lambda r: (r.model.family.lower(), r.model.name.lower())),
     Column("input", "Input", lambda r: r.model.input_size, numeric=True),
-    Column("size", "Size (MB)", lambda r: r.model.size_mb, numeric=True),
+    Column("size", "Size (MiB)", lambda r: r.model.size_mb, numeric=True),
     Column("params", "Params (M)", lambda r: r.model.parameters_m, numeric=True),
     Column("speed", "Speed", lambda r: r.model.macs_m),
     # The accuracy word sits under the top-1 number it comes from: one column, sorted by the number.
@@ -189,6 +201,7 @@ COLUMNS = (
     Column("top5", "Top-5", lambda r: r.model.top5, numeric=True, descending_first=True),
     Column("latency", "Measured", lambda r: r.latency.median_ms if r.latency else None, numeric=True),
     Column("status", "Status", lambda r: list(STATUS_LABELS).index(r.status)),
+    Column("training", "Training", lambda r: (not r.notop.installed, r.notop.file is None)),
 )
 COLUMNS_BY_KEY = {c.key: c for c in COLUMNS}
 
@@ -304,7 +317,7 @@ def _matches(row: ModelRow, query: TableQuery) -> bool:
     if query.size and (model.size_mb is None or model.size_mb > float(query.size)):
         return False
     if query.status == "installed":
-        return row.usable
+        return row.any_installed
     if query.status:
         return row.status == query.status
     return True

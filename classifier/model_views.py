@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -10,7 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import Resolver404, ResolverMatch, resolve, reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
@@ -168,6 +170,22 @@ def _refused_upload(request: HttpRequest, back: str, form: WeightsUploadForm) ->
     return render(request, template, context, status=form_status(request, form))
 
 
+def _with_next_steps(message: str, model: zoo.ZooModel) -> SafeString:
+    """A message about an installed file, with where to go next: Classify with the model, or its page."""
+    page = reverse("classifier:model_detail", args=[model.key])
+    if weights.installed_path(model, settings.WEIGHTS_DIR) is None:
+        return format_html(
+            '{} Training can use it now; Classify needs the file with the head. <a href="{}">See {}</a>',
+            message,
+            page,
+            model.name,
+        )
+    classify = f"{reverse('classifier:classify')}?{urlencode({'model': model.key})}"
+    return format_html(
+        '{} <a href="{}">Classify with {}</a> · <a href="{}">See the model</a>', message, classify, model.name, page
+    )
+
+
 @require_POST
 def import_weights(request: HttpRequest) -> HttpResponse:
     """An administrator's upload: checked and installed like `manage.py import_weights` does."""
@@ -187,7 +205,7 @@ def import_weights(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"{upload.name} was not installed. {exc}")
         form.add_error("file", str(exc))
         return _refused_upload(request, back, form)
-    messages.success(request, installed.describe())
+    messages.success(request, _with_next_steps(installed.describe(), installed.model))
     return redirect(back)
 
 
@@ -203,7 +221,7 @@ def download_weights(request: HttpRequest, key: str) -> HttpResponse:
     download.refresh_from_db()
     wf = model.weights_file(include_top)
     if download.status == WeightsDownload.Status.SUCCEEDED:
-        messages.success(request, download.message)
+        messages.success(request, _with_next_steps(download.message, model))
     elif download.status in WeightsDownload.UNSUCCESSFUL:
         messages.error(request, download.message)
     elif created:

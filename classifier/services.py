@@ -88,9 +88,9 @@ class _PixelBudget:
         if self.used and self.used + pixels > self.limit:
             left = max(self.limit - self.used, 0)
             raise imaging.ImageError(
-                f"The image is {width} x {height} pixels ({pixels / 1e6:.0f} megapixels) and only "
-                f"{left / 1e6:.0f} megapixels are left in this request: the images of one request may hold at most "
-                f"{self.limit / 1e6:.0f} megapixels together; send this one again in another request."
+                f"The image is {width} x {height} pixels ({imaging.megapixels(pixels)} megapixels) and only "
+                f"{imaging.megapixels(left)} megapixels are left in this request: the images of one request may hold "
+                f"at most {imaging.megapixels(self.limit)} megapixels together; send this one again in another request."
             )
 
     def spend(self, width: int, height: int) -> None:
@@ -213,7 +213,14 @@ def _store(user, model, prepared: _Prepared, guesses, per_image_ms, batch_size) 
     return prediction
 
 
+# How browsers, curl and Python's requests write a file name into multipart form data (the HTML
+# standard's rule): `"` becomes %22, line breaks %0D and %0A. Django hands the name over as sent.
+_FORM_DATA_ESCAPES = {"%22": '"', "%0D": " ", "%0A": " ", "%0d": " ", "%0a": " "}
+
+
 def _display_name(name: str | None) -> str:
-    """The file's own name, without any path a browser or client may send along."""
-    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name[:255] or "unnamed file"
+    """The file's name as the user saw it: no path a client sent along, no form-data escapes."""
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    for escaped, character in _FORM_DATA_ESCAPES.items():
+        name = name.replace(escaped, character)
+    return name.strip()[:255] or "unnamed file"

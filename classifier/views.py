@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from classifier import imaging
+from classifier import catalog, imaging
 from classifier.forms import ClassifyForm, TokenForm
 from classifier.models import ApiToken, Prediction
 from classifier.services import ClassificationFailed, classify_uploads
@@ -50,7 +50,7 @@ def classify(request: HtmxHttpRequest) -> HttpResponse:
         "error": error,
         "has_models": bool(form.fields["model"].widget.choices),
         "max_files": settings.MAX_FILES_PER_REQUEST,
-        "max_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_mib": settings.MAX_UPLOAD_BYTES // 2**20,
         "supported": imaging.SUPPORTED_DESCRIPTION,
     }
     if request.htmx:
@@ -126,6 +126,7 @@ def tokens(request: HtmxHttpRequest) -> HttpResponse:
         "new_key": new_key,
         "tokens": ApiToken.objects.filter(user=request.user),
         "api_url": request.build_absolute_uri(reverse("classifier:api_predict")),
+        "example_model": catalog.default_key(request.user),  # a model the example can really run
     }
     return render(request, "classifier/tokens.html", context, status=form_status(request, form))
 

@@ -45,9 +45,15 @@ class Installed:
     include_top: bool
     path: Path
     hash_checked: bool
-    replaced: bool = False  # a file was installed under this name before: warm copies are stale
+    replaced: bool = False  # a different file was installed under this name before: warm copies are stale
+    unchanged: bool = False  # the very same bytes were installed already: nothing was written
 
     def describe(self) -> str:
+        if self.unchanged:
+            return (
+                f"{self.path.name} was already installed for {self.model.name} {head_words(self.include_top)}: "
+                "this file is the same, so nothing changed."
+            )
         head = head_words(self.include_top) + ("" if self.include_top else ", as a feature extractor")
         check = (
             f"its {self.model.weights_file(self.include_top).hash_algorithm} matches the published file"
@@ -203,20 +209,20 @@ def recognise(
     """
     matches = layout_matches(layout)
     if model is not None:
-        return _check_fits(layout, filename, model, include_top, matches, said_by="you")
+        return _check_fits(layout, model, include_top, matches, said_by="you")
     by_name = find_by_filename(filename)
     if by_name is not None:
         top = by_name[1] if include_top is None else include_top
-        return _check_fits(layout, filename, by_name[0], top, matches, said_by="its name")
+        return _check_fits(layout, by_name[0], top, matches, said_by="its name")
     if not matches:
         raise WeightsError(
-            f"TransferLab cannot tell which model {filename} belongs to: its name is not one Keras publishes "
-            f"and its content fits no model of the zoo. {describe(layout)}"
+            "TransferLab cannot tell which model it belongs to: its name is not one Keras publishes and its "
+            f"content fits no model of the zoo. {describe(layout)}"
         )
     if include_top is not None and all(top != include_top for _, top in matches):
         found = matches[0]
         raise WeightsError(
-            f"{filename} holds {_variant_name(found[0])} weights {head_words(found[1])}, not "
+            f"It holds {_variant_name(found[0])} weights {head_words(found[1])}, not "
             f"{head_words(include_top)} as you said. Import it without --top/--no-top, or choose the other file."
         )
     if len(matches) == 1:
@@ -225,20 +231,19 @@ def recognise(
     if len({(m.architecture, top) for m, top in matches}) == 1:
         sizes = ", ".join(str(m.input_size) for m in sorted(models, key=lambda m: m.input_size))
         raise WeightsError(
-            f"{filename} holds {_variant_name(models[0])} weights {head_words(matches[0][1])}. Keras publishes "
+            f"It holds {_variant_name(models[0])} weights {head_words(matches[0][1])}. Keras publishes "
             f"these for several input sizes ({sizes} pixels) with the same shapes, so the content cannot tell "
             f"which one it is. Say which model it is ({_names(models)}) with --model or the upload form's model "
             "choice, or keep the file's published name."
         )
     raise WeightsError(
-        f"{filename} fits several models of the zoo ({_names(models)}). Say which one it is with --model or "
+        f"It fits several models of the zoo ({_names(models)}). Say which one it is with --model or "
         "the upload form's model choice."
     )
 
 
 def _check_fits(
     layout: Layout,
-    filename: str,
     model: ZooModel,
     include_top: bool | None,
     matches: list[tuple[ZooModel, bool]],
@@ -259,12 +264,12 @@ def _check_fits(
             if said_by == "its name"
             else f"import it with {'--top' if fitting[0] else '--no-top'} (or the matching choice in the form)"
         )
-        raise WeightsError(f"{filename} holds {what}, but {said_by} said {head_words(include_top)}: {fix}.")
+        raise WeightsError(f"It holds {what}, but {said_by} said {head_words(include_top)}: {fix}.")
     wanted = head_words(include_top) if include_top is not None else "with or without its head"
     expected = model.layout(include_top if include_top is not None else True)
     millions = expected["parameters"] / 1e6
     text = (
-        f"{filename} does not fit {model.name} ({wanted}) as {said_by} said: that file holds {expected['layers']} "
+        f"It does not fit {model.name} ({wanted}) as {said_by} said: that file holds {expected['layers']} "
         f"layers ({millions:.2f} million parameters). {describe(layout, compare=not matches)}"
     )
     if matches:
@@ -317,6 +322,8 @@ def import_file(
 ) -> Installed:
     """Check a weights file and install it under its published name; the source is left as it was.
 
+    Refusals give the reason without the file's name: whoever shows them names the file once.
+
     Which entry it belongs to comes from `model` when the admin says, else from its file name,
     else from its content. The file is copied next to its destination, verified there and renamed
     into place, so a failed import never leaves a half-written or unverified file where the
@@ -324,12 +331,14 @@ def import_file(
     """
     source = Path(source)
     name = Path(original_name or source.name).name
-    if not source.is_file() or source.stat().st_size == 0:
-        raise WeightsError(f"{name} is empty or missing.")
+    if not source.is_file():
+        raise WeightsError(f"No file at {source}.")
+    if source.stat().st_size == 0:
+        raise WeightsError("It is empty (0 bytes).")
     try:
         layout = read_layout(source)
     except LayoutError as exc:
-        raise WeightsError(f"{name} cannot be installed. {exc}") from None
+        raise WeightsError(str(exc)) from None
     model, include_top = recognise(layout, name, model=model, include_top=include_top)
     wf = model.weights_file(include_top)
     if wf is None:
@@ -339,6 +348,8 @@ def import_file(
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     final = weights_dir / wf.filename
+    if final.is_file() and _same_bytes(source, final):
+        return Installed(model=model, include_top=include_top, path=final, hash_checked=hash_checked, unchanged=True)
     replaced = final.exists()
     staging = weights_dir / f".incoming-{uuid.uuid4().hex}-{wf.filename}"
     try:
@@ -348,6 +359,11 @@ def import_file(
     finally:
         staging.unlink(missing_ok=True)
     return Installed(model=model, include_top=include_top, path=final, hash_checked=hash_checked, replaced=replaced)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (sizes first: a different size needs no hashing)."""
+    return a.stat().st_size == b.stat().st_size and file_hashes(a)["sha256"] == file_hashes(b)["sha256"]
 
 
 # --- Download (only when an administrator asks) -----------------------------------------------
@@ -399,14 +415,16 @@ def download(model: ZooModel, weights_dir: Path, *, include_top: bool = True, ti
         fetched = _fetch(wf.url, partial.name, wf.file_hash, weights_dir)
     except Exception as exc:
         raise WeightsError(
-            f"Could not download {wf.filename} from {wf.url} ({_first_line(exc)}). If this server has no "
-            f"internet access, download the file on another machine and install it with the command "
-            f"“{import_command(model, include_top)}” or the upload form on the Models page."
+            f"Could not download {wf.filename} ({_first_line(exc)}). If this server has no internet access, get "
+            f"it on another machine from {wf.url} and install it with “{import_command(model, include_top)}” or "
+            "the upload form on the Models page."
         ) from None
     finally:
         socket.setdefaulttimeout(previous)
     try:
         return import_file(fetched, weights_dir, model=model, include_top=include_top, original_name=wf.filename)
+    except WeightsError as exc:
+        raise WeightsError(f"{wf.filename} was downloaded but not installed. {exc}") from None
     finally:
         fetched.unlink(missing_ok=True)
         partial.unlink(missing_ok=True)

@@ -91,10 +91,21 @@ def test_no_image_is_a_400(api, fast_model):
     assert response.json()["error"] == "Choose at least one image to classify."
 
 
-def test_unknown_model_is_a_400_naming_it(api, fast_model):
+def test_unknown_model_is_a_400_naming_it_and_the_models_installed_here(api, fast_model, install_weights):
+    install_weights("mobilenet-0.25-128")
     response = api.post(URL, {"images": [jpeg()], "model": "alexnet"})
     assert response.status_code == 400
-    assert response.json()["error"].startswith("Unknown model 'alexnet'. Known models: mobilenetv2, resnet50")
+    assert response.json()["error"] == (
+        "Unknown model 'alexnet'. Models you can use here: mobilenet-0.25-128, mobilenet-0.5-128."
+    )
+
+
+def test_unknown_model_when_none_is_installed_says_so(api):
+    response = api.post(URL, {"images": [jpeg()], "model": "alexnet"})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(
+        "Unknown model 'alexnet'. No model can run here yet: an administrator installs weights on the Models page."
+    )
 
 
 def test_model_without_weights_is_a_409_that_says_so(api, fast_model):

@@ -67,3 +67,18 @@ def test_the_default_model_is_an_installed_one_when_the_setting_names_a_missing_
 def test_an_unknown_model_cannot_be_resolved_by_the_engine(db):
     with pytest.raises(catalog.ModelUnavailable, match="Unknown model 'nope'"):
         catalog.resolve("nope")
+
+
+def test_an_unknown_name_lists_the_models_this_user_can_run(trained_resnet, bob, charlie, install_weights):
+    install_weights("mobilenet-0.5-128")
+    with pytest.raises(catalog.UnknownModel) as info:
+        catalog.find("alexnet", bob)
+    assert "Models you can use here: trained-7, mobilenet-0.5-128." in str(info.value)
+    with pytest.raises(catalog.UnknownModel) as info:
+        catalog.find("alexnet", charlie)
+    assert "Models you can use here: mobilenet-0.5-128." in str(info.value)
+
+
+def test_without_installed_weights_the_default_is_a_trained_model_the_user_may_run(trained_resnet, bob, settings):
+    settings.DEFAULT_MODEL = "mobilenetv2"  # not installed
+    assert catalog.default_key(bob) == "trained-7"

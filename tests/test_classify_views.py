@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -79,7 +80,7 @@ def test_bad_files_get_their_own_message_while_the_rest_is_classified(bob_client
 def test_file_over_the_size_limit_is_refused_without_reading_it(bob_client, fast_model, settings):
     settings.MAX_UPLOAD_BYTES = 1024 * 1024
     response = bob_client.post("/", {"images": [upload("big.jpg", b"\xff" * (1024 * 1024 + 10))]}, **HTMX)
-    assert "The file is 1.0 MB; the limit is 1 MB. Resize or compress it and try again." in response.text
+    assert "The file is 1.0 MiB; the limit is 1 MiB. Resize or compress it and try again." in response.text
     assert Prediction.objects.count() == 0
 
 
@@ -92,6 +93,24 @@ def test_too_many_files_are_refused_with_the_limit(bob_client, fast_model, setti
     assert Prediction.objects.count() == 0
 
 
+def test_the_drop_zone_knows_the_limits_so_it_can_say_them_before_the_upload(bob_client, fast_model, settings):
+    settings.MAX_FILES_PER_REQUEST = 5
+    settings.MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+    html = bob_client.get("/").text
+    assert 'data-max-files="5"' in html
+    assert "Up to 5 files at once, 20 MiB each" in html
+
+
+def test_quotes_in_a_file_name_are_shown_as_typed(bob_client, fast_model):
+    # Browsers (and curl, and Python's requests) send a " in a file name as %22 in the form data.
+    files = [upload("my %22best%22 cat.jpg", image_bytes())]
+    html = bob_client.post("/", {"images": files}, **HTMX).text
+    assert "my &quot;best&quot; cat.jpg" in html and "%22" not in html
+    assert Prediction.objects.get().original_name == 'my "best" cat.jpg'
+    history = bob_client.get("/history/").text
+    assert "my &quot;best&quot; cat.jpg" in history and "%22" not in history
+
+
 def test_no_file_chosen_asks_for_one(bob_client, fast_model):
     response = bob_client.post("/", {"model": fast_model}, **HTMX)
     assert "Choose at least one image to classify." in response.text
@@ -99,7 +118,7 @@ def test_no_file_chosen_asks_for_one(bob_client, fast_model):
 
 def test_unknown_model_is_refused_with_a_message(bob_client, fast_model):
     response = bob_client.post("/", {"model": "alexnet", "images": [upload("a.jpg", image_bytes())]}, **HTMX)
-    assert "Unknown model &#x27;alexnet&#x27;." in response.text
+    assert "Unknown model &#x27;alexnet&#x27;. Models you can use here: mobilenet-0.5-128." in response.text
 
 
 def test_model_without_weights_is_refused_with_a_message(bob_client, fast_model):
@@ -137,3 +156,24 @@ def test_post_without_csrf_token_is_refused(client, bob, fast_model):
 
 def test_base_page_sends_the_csrf_token_with_every_htmx_request(bob_client, fast_model):
     assert 'hx-headers=\'{"x-csrftoken": "' in bob_client.get("/").text
+
+
+def test_limits_are_said_in_numbers_never_by_their_setting_names(bob_client, fast_model, settings):
+    settings.MAX_UPLOAD_BYTES = 1_048_576
+    settings.MAX_IMAGE_PIXELS = 2_000_000
+    settings.MAX_REQUEST_PIXELS = 2_700_000
+    files = [
+        upload("big.jpg", b"\xff" * 1_100_000),
+        upload("wide.png", image_bytes("PNG", size=(2000, 1500)), "image/png"),
+        upload("first.png", image_bytes("PNG", size=(1500, 1000)), "image/png"),
+        upload("second.png", image_bytes("PNG", size=(1500, 1000)), "image/png"),
+    ]
+    html = bob_client.post("/", {"images": files}, **HTMX).text
+    errors = re.findall(r'<p class="alert alert-error">(.*?)</p>', html, re.S)
+    assert errors == [
+        "The file is 1.0 MiB; the limit is 1 MiB. Resize or compress it and try again.",
+        "The image is 2000 x 1500 pixels (3 megapixels); the limit is 2 megapixels. Downscale it and try again.",
+        "The image is 1500 x 1000 pixels (1.5 megapixels) and only 1.2 megapixels are left in this request: the "
+        "images of one request may hold at most 2.7 megapixels together; send this one again in another request.",
+    ]
+    assert not any(re.search(r"\b[A-Z]+_[A-Z_]+\b", error) for error in errors)

@@ -79,7 +79,7 @@ def test_decompression_bomb_png_is_refused_without_allocating_it():
 
 def test_file_over_the_size_limit_is_refused_with_both_sizes():
     message = refused(b"\xff" * 3_000_000, max_bytes=2 * 1024 * 1024)
-    assert message == "The file is 2.9 MB; the limit is 2 MB. Resize or compress it and try again."
+    assert message == "The file is 2.9 MiB; the limit is 2 MiB. Resize or compress it and try again."
 
 
 def test_cmyk_jpeg_becomes_rgb():

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 
 from classifier import inference, weights
 from classifier.models import WeightsDownload
+from tests.helpers import make_zoo_weights
 
 FAST = "mobilenet-0.5-128"
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,8 @@ def test_each_file_gets_its_line_and_any_refusal_fails_the_command(weights_file,
         )
     assert "Installed mobilenet_5_0_128_tf.h5" in out.getvalue()
     assert "Installed mobilenet_5_0_128_tf_no_top.h5" in out.getvalue()
-    assert f"Refused {bad}: notes.h5 cannot be installed. It is not an HDF5 file" in err.getvalue()
+    assert f"Refused {bad}: It is not an HDF5 file" in err.getvalue()
+    assert err.getvalue().count("notes.h5") == 1  # the path, once
 
 
 def test_model_and_head_options_name_the_variant_of_a_renamed_file(weights_file, tmp_path):
@@ -70,22 +72,46 @@ def test_a_wrong_head_option_is_refused_with_the_fix(weights_file):
 
 
 def test_an_unknown_model_key_is_an_error_before_any_file_is_read(tmp_path):
-    with pytest.raises(CommandError, match=r"Unknown model 'resnet9000'.*Models page lists every key"):
+    with pytest.raises(CommandError) as info:
         run("import_weights", str(tmp_path / "x.h5"), "--model", "resnet9000")
+    message = str(info.value)
+    assert message.startswith("Unknown model 'resnet9000'.")
+    assert message.count("Models page") == 1
 
 
-def test_a_missing_file_is_refused(tmp_path):
+def test_a_missing_file_says_there_is_no_file_at_that_path(tmp_path):
+    missing = tmp_path / "nowhere.h5"
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match=r"1 of 1 file refused"):
+        call_command("import_weights", str(missing), stdout=out, stderr=err)
+    assert err.getvalue().strip() == f"No file at {missing}."
+    assert "empty" not in err.getvalue()
+
+
+def test_a_folder_is_not_taken_for_a_file(tmp_path):
+    err = StringIO()
     with pytest.raises(CommandError):
-        run("import_weights", str(tmp_path / "nowhere.h5"))
+        call_command("import_weights", str(tmp_path), stdout=StringIO(), stderr=err)
+    expected = f"{tmp_path} is a folder: name the weights files in it (for example {tmp_path}/*.h5)."
+    assert err.getvalue().strip() == expected
 
 
-def test_importing_makes_a_warm_model_reload(install_weights, weights_file):
+def test_importing_another_file_makes_a_warm_model_reload(install_weights, tmp_path):
     install_weights(FAST)
     inference.get_engine().get(FAST)
     assert inference.engine_state(FAST) == "ready"
-    out, _ = run("import_weights", str(weights_file(FAST)))
+    out, _ = run("import_weights", str(make_zoo_weights(FAST, tmp_path, seed=1)))
     assert "Replaced mobilenet_5_0_128_tf.h5" in out
     assert inference.engine_state(FAST) is None
+
+
+def test_importing_the_installed_file_again_says_nothing_changed(install_weights, weights_file):
+    install_weights(FAST)
+    inference.get_engine().get(FAST)
+    out, _ = run("import_weights", str(weights_file(FAST)))
+    assert "mobilenet_5_0_128_tf.h5 was already installed for MobileNet 0.5 @128 with its ImageNet head" in out
+    assert "Replaced" not in out
+    assert inference.engine_state(FAST) == "ready"  # nothing changed: the warm copy stays
 
 
 def test_the_real_command_line_exits_non_zero_on_refusal(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 
@@ -10,6 +11,7 @@ from django.urls import reverse
 
 from classifier import catalog, inference, model_table, weights, zoo
 from classifier.models import Prediction, WeightsDownload
+from tests.helpers import make_zoo_weights
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +24,20 @@ def row_keys(html: str) -> list[str]:
 
 
 def row_html(html: str, key_slug: str) -> str:
+    """A model's row, with the full-width row of install instructions under it when it has one."""
     start = html.index(f'<tr id="model-{key_slug}"')
-    return html[start : html.index("</tr>", start)]
+    end = html.index("</tr>", start) + len("</tr>")
+    if html[end:].lstrip().startswith(f'<tr id="install-{key_slug}"'):
+        end = html.index("</tr>", end) + len("</tr>")
+    return html[start:end]
+
+
+def status_cell(row: str) -> str:
+    return row.split('<td class="model-status">')[1].split("</td>")[0]
+
+
+def training_cell(row: str) -> str:
+    return row.split('<td class="model-training">')[1].split("</td>")[0]
 
 
 # --- The table ---------------------------------------------------------------------------------
@@ -44,13 +58,14 @@ def test_every_model_is_listed_with_the_guides_six_first(bob_client):
     for label in (
         "Family",
         "Input",
-        "Size (MB)",
+        "Size (MiB)",
         "Params (M)",
         "Speed",
         "Top-1",
         "Top-5",
         "Measured",
         "Status",
+        "Training",
     ):
         assert f">{label}</a>" in html
 
@@ -95,7 +110,7 @@ def test_status_words_follow_the_engine_and_the_weights_folder(bob_client, insta
     html = bob_client.get(MODELS).content.decode()
     assert "No weights are installed yet." not in html
     assert '<span class="badge badge-ok">Ready</span>' in row_html(html, "mobilenet-05-128")
-    assert '<span class="badge badge-muted">Installed</span>' in row_html(html, "mobilenet-075-128")
+    assert '<span class="badge badge-ok">Installed</span>' in row_html(html, "mobilenet-075-128")
     assert '<span class="badge badge-info">Loading</span>' in row_html(html, "resnet50")
     assert '<span class="badge badge-warn">Weights missing</span>' in row_html(html, "vgg16")
 
@@ -149,6 +164,60 @@ def test_a_loaded_model_still_counts_as_installed(bob_client, install_weights):
     get_engine().get(FAST)  # warm in this process: its status is "ready"
     for status in ("installed", "ready"):
         assert row_keys(bob_client.get(f"{MODELS}?status={status}").content.decode()) == ["mobilenet-05-128"]
+
+
+def test_a_no_head_file_alone_counts_as_installed_and_says_it_is_for_training(bob_client, install_weights):
+    install_weights(FAST, include_top=False)
+    html = bob_client.get(f"{MODELS}?status=installed").content.decode()
+    assert row_keys(html) == ["mobilenet-05-128"]
+    row = row_html(html, "mobilenet-05-128")
+    assert '<span class="badge badge-info">Training only</span>' in status_cell(row)
+    assert "Classify needs the file with the head" in status_cell(row)
+    assert '<span class="badge badge-ok">Installed</span>' in training_cell(row)
+    assert "No weights are installed yet." not in html
+    assert "mobilenet-05-128" not in row_keys(bob_client.get(f"{MODELS}?status=missing").content.decode())
+
+
+def test_the_training_column_shows_the_no_head_file_of_every_model(bob_client, install_weights):
+    install_weights(FAST)
+    html = bob_client.get(MODELS).content.decode()
+    row = row_html(html, "mobilenet-05-128")
+    assert '<span class="badge badge-ok">Installed</span>' in status_cell(row)
+    assert "Not installed" in training_cell(row)
+    assert "mobilenet_5_0_128_tf_no_top.h5" in row  # how to install the missing one
+    install_weights(FAST, include_top=False)
+    row = row_html(bob_client.get(MODELS).content.decode(), "mobilenet-05-128")
+    assert '<span class="badge badge-ok">Installed</span>' in training_cell(row)
+    assert 'id="install-mobilenet-05-128"' not in row  # nothing left to install
+
+
+def test_a_no_head_file_installed_by_the_command_shows_on_the_models_pages(bob_client, weights_file):
+    from django.core.management import call_command
+
+    call_command("import_weights", str(weights_file(FAST, include_top=False)), stdout=io.StringIO())
+    html = bob_client.get(f"{MODELS}?status=installed").content.decode()
+    assert row_keys(html) == ["mobilenet-05-128"]
+    detail = bob_client.get(reverse("classifier:model_detail", args=[FAST])).content.decode()
+    header = detail.split('id="model-weights"')[1].split("</p>")[0]
+    assert "Training only" in header and "Weights missing" not in header
+
+
+def test_install_instructions_sit_in_a_full_width_row_under_the_model(bob_client):
+    html = bob_client.get(MODELS).content.decode()
+    row = row_html(html, "mobilenetv2")
+    assert '<tr id="install-mobilenetv2" class="install-row" hidden>' in row
+    assert f'<td colspan="{len(model_table.COLUMNS)}">' in row
+    assert 'aria-controls="install-mobilenetv2"' in status_cell(row)
+    assert 'href="/models/mobilenetv2/#model-weights"' in status_cell(row)  # without JavaScript: the model's page
+    assert "storage.googleapis.com" not in status_cell(row)  # the narrow cell holds no URL or command
+
+
+def test_an_installed_model_links_to_classify_with_it_preselected(bob_client, install_weights):
+    install_weights(FAST)
+    detail = bob_client.get(reverse("classifier:model_detail", args=[FAST])).content.decode()
+    assert '<a class="button primary" href="/?model=mobilenet-0.5-128">Classify with this model</a>' in detail
+    missing = bob_client.get(reverse("classifier:model_detail", args=["vgg16"])).content.decode()
+    assert "/?model=vgg16" not in missing
 
 
 def test_filters_matching_nothing_say_so_in_words(bob_client):
@@ -285,8 +354,10 @@ def test_a_successful_download_installs_the_file(
         response = staff_client.post(download_url(FAST))
     assert response.status_code == 302
     assert catalog.find(FAST).available
-    row = row_html(staff_client.get(MODELS).content.decode(), "mobilenet-05-128")
-    assert '<span class="badge badge-muted">Installed</span>' in row and "Downloaded" in row
+    html = staff_client.get(response["Location"]).content.decode()
+    row = row_html(html, "mobilenet-05-128")
+    assert '<span class="badge badge-ok">Installed</span>' in row and "Downloaded" in row
+    assert '<a href="/?model=mobilenet-0.5-128">Classify</a>' in row
     assert WeightsDownload.objects.get().message.startswith("Installed mobilenet_5_0_128_tf.h5 for MobileNet 0.5 @128")
 
 
@@ -328,23 +399,42 @@ def test_an_uploaded_file_is_checked_installed_and_the_row_changes(staff_client,
     response = upload(staff_client, weights_file(FAST))
     html = response.content.decode()
     assert "Installed mobilenet_5_0_128_tf.h5 for MobileNet 0.5 @128 with its ImageNet head" in html
-    assert '<span class="badge badge-muted">Installed</span>' in row_html(html, "mobilenet-05-128")
+    assert '<span class="badge badge-ok">Installed</span>' in row_html(html, "mobilenet-05-128")
     assert (settings.WEIGHTS_DIR / "mobilenet_5_0_128_tf.h5").is_file()
+    message = html.split('<div class="messages"')[1].split("</div>")[0]
+    assert '<a href="/?model=mobilenet-0.5-128">Classify with MobileNet 0.5 @128</a>' in message
+    assert '<a href="/models/mobilenet-0.5-128/">See the model</a>' in message
 
 
-def test_an_upload_replacing_weights_makes_the_warm_model_reload(staff_client, install_weights, weights_file):
+def test_an_uploaded_file_without_head_links_to_the_model_and_says_what_classify_needs(staff_client, weights_file):
+    html = upload(staff_client, weights_file(FAST, include_top=False)).content.decode()
+    message = html.split('<div class="messages"')[1].split("</div>")[0]
+    assert "Installed mobilenet_5_0_128_tf_no_top.h5 for MobileNet 0.5 @128 without its head" in message
+    assert "Training can use it now; Classify needs the file with the head." in message
+    assert "/?model=" not in message
+
+
+def test_an_upload_replacing_weights_makes_the_warm_model_reload(staff_client, install_weights, tmp_path):
     install_weights(FAST)
     inference.get_engine().get(FAST)
-    html = upload(staff_client, weights_file(FAST)).content.decode()
+    html = upload(staff_client, make_zoo_weights(FAST, tmp_path, seed=1)).content.decode()
     assert "Replaced mobilenet_5_0_128_tf.h5" in html
     assert inference.engine_state(FAST) is None
+
+
+def test_uploading_the_installed_file_again_says_nothing_changed(staff_client, install_weights, weights_file):
+    install_weights(FAST)
+    html = upload(staff_client, weights_file(FAST)).content.decode()
+    assert "mobilenet_5_0_128_tf.h5 was already installed for MobileNet 0.5 @128 with its ImageNet head" in html
+    assert "Replaced" not in html
 
 
 def test_a_renamed_upload_needs_the_model_choice(staff_client, weights_file, tmp_path, settings):
     renamed = tmp_path / "download.h5"
     shutil.copyfile(weights_file(FAST, include_top=False), renamed)
     html = upload(staff_client, renamed).content.decode()
-    assert "download.h5 was not installed." in html and "several input sizes" in html
+    assert "download.h5 was not installed. It holds MobileNet 0.5 weights without its head." in html
+    assert "several input sizes" in html and html.count("download.h5") == 1
     html = upload(staff_client, renamed, model="mobilenet-0.5-160", head="notop").content.decode()
     assert "Installed mobilenet_5_0_160_tf_no_top.h5" in html
 
@@ -355,10 +445,8 @@ def test_a_bad_upload_is_refused_in_words_and_nothing_is_installed(staff_client,
     response = upload(staff_client, bad)
     html = response.content.decode()
     assert response.status_code == 400
-    assert (
-        "mobilenet_5_0_128_tf.h5 was not installed. mobilenet_5_0_128_tf.h5 cannot be installed. It is not an HDF5"
-        in html
-    )
+    assert "mobilenet_5_0_128_tf.h5 was not installed. It is not an HDF5 file" in html
+    assert html.count("It is not an HDF5 file") == 1  # said once, not again under the form
     assert not settings.WEIGHTS_DIR.exists() or not any(settings.WEIGHTS_DIR.iterdir())
 
 
@@ -377,7 +465,10 @@ def test_a_models_page_shows_both_weights_files_and_their_status(bob_client, ins
     assert "mobilenet_2_5_128_tf.h5" in html and "mobilenet_2_5_128_tf_no_top.h5" in html
     assert 'Published md5: <span class="mono">8ef07e656c29ed236576fed9fdd37ce8</span>' in html
     assert "Keras publishes no hash for this file" in html  # the no-top file at 128
-    assert "Installed," in html and "Weights missing" in html
+    assert re.search(r"<p class=\"small\">[\d.]+ MiB on disk\.</p>", html)  # sizes in MiB, as measured
+    assert '<span class="badge badge-ok">Installed</span>' in html
+    assert '<span class="badge badge-warn">Missing</span>' in html
+    assert "Weights missing" not in html  # the file without head is there: the model can be trained
     assert "top-1 41.5%, top-5 66.3%" in html and "TF-slim" in html
 
 

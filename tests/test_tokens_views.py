@@ -39,3 +39,25 @@ def test_token_list_shows_only_my_tokens(bob_client, bob, charlie):
     ApiToken.issue(charlie, "charlie's script")
     html = bob_client.get("/tokens/").text
     assert "bob&#x27;s script" in html and "charlie" not in html
+
+
+def curl_example(html: str) -> str:
+    return html.split('id="curl-example"')[1].split("</pre>")[0]
+
+
+def test_the_curl_example_names_the_model_this_user_would_get_by_default(bob_client, fast_model):
+    example = curl_example(bob_client.get("/tokens/").text)
+    assert '-F "model=mobilenet-0.5-128"' in example
+    assert "http://testserver/api/v1/predict" in example
+
+
+def test_without_an_installed_model_the_curl_example_names_none(bob_client):
+    example = curl_example(bob_client.get("/tokens/").text)
+    assert "model=" not in example and '-F "images=@photo.jpg"' in example
+
+
+def test_the_new_token_and_the_example_have_copy_buttons_without_inline_script(bob_client):
+    html = bob_client.post("/tokens/", {"name": "script"}).text
+    assert '<button type="button" class="button small copy-button" data-copy="new-token" hidden>Copy</button>' in html
+    assert 'data-copy="curl-example"' in html
+    assert "onclick" not in html and "<script>" not in html

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from classifier import weights, zoo
-from tests.helpers import save_legacy_weights
+from tests.helpers import make_zoo_weights, save_legacy_weights
 
 FAST = "mobilenet-0.5-128"  # no published hash: generated files pass every check
 
@@ -57,10 +57,25 @@ def test_the_file_without_head_is_recognised_as_such(weights_file, folder):
     assert weights.installed_path(zoo.get(FAST), folder, include_top=True) is None
 
 
-def test_importing_again_replaces_the_file_and_says_so(weights_file, folder):
+def test_importing_another_file_replaces_the_installed_one_and_says_so(weights_file, folder, tmp_path):
     weights.import_file(weights_file(FAST), folder)
-    again = weights.import_file(weights_file(FAST), folder)
+    other = make_zoo_weights(FAST, tmp_path / "other", seed=1)
+    again = weights.import_file(other, folder)
     assert again.replaced and again.describe().startswith("Replaced mobilenet_5_0_128_tf.h5")
+    assert again.path.read_bytes() == other.read_bytes()
+
+
+def test_importing_the_same_file_again_changes_nothing_and_says_so(weights_file, folder):
+    first = weights.import_file(weights_file(FAST), folder)
+    installed_at = first.path.stat().st_mtime_ns
+    again = weights.import_file(weights_file(FAST), folder)
+    assert again.unchanged and not again.replaced
+    assert again.describe() == (
+        "mobilenet_5_0_128_tf.h5 was already installed for MobileNet 0.5 @128 with its ImageNet head: "
+        "this file is the same, so nothing changed."
+    )
+    assert again.path.stat().st_mtime_ns == installed_at
+    assert leftovers(folder) == []
 
 
 def test_a_renamed_file_of_a_unique_architecture_is_recognised_by_its_content(weights_file, tmp_path, folder):
@@ -90,8 +105,8 @@ def test_a_file_named_for_another_model_is_refused_with_what_it_really_is(weight
         weights.import_file(wrong, folder)
     message = str(info.value)
     assert message.startswith(
-        "resnet50_weights_tf_dim_ordering_tf_kernels.h5 does not fit ResNet50 (with its ImageNet head) as its name "
-        "said: that file holds 107 layers (25.64 million parameters)."
+        "It does not fit ResNet50 (with its ImageNet head) as its name said: that file holds 107 layers "
+        "(25.64 million parameters)."
     )
     assert "It holds Keras weights for 55 layers (1.34 million parameters), from 'conv1' to 'conv_preds'" in message
     assert "Its layers are those of MobileNet 0.5 (mobilenet-0.5-128" in message
@@ -110,8 +125,8 @@ def test_a_file_without_head_under_the_with_head_name_asks_for_a_rename(weights_
     with pytest.raises(weights.WeightsError) as info:
         weights.import_file(misnamed, folder)
     assert str(info.value) == (
-        "mobilenet_5_0_128_tf.h5 holds MobileNet 0.5 @128 weights without its head, but its name said with its "
-        "ImageNet head: rename it to mobilenet_5_0_128_tf_no_top.h5."
+        "It holds MobileNet 0.5 @128 weights without its head, but its name said with its ImageNet head: rename it "
+        "to mobilenet_5_0_128_tf_no_top.h5."
     )
     with pytest.raises(weights.WeightsError, match="import it with --no-top"):
         weights.import_file(misnamed, folder, model=zoo.get(FAST), include_top=True)
@@ -133,7 +148,7 @@ def test_a_fine_tuned_model_is_described_as_such(tmp_path, folder):
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        (b"", "is empty or missing"),
+        (b"", r"^It is empty \(0 bytes\)\.$"),
         (b"this is not a weights file\n", "It is not an HDF5 file"),
         (b"\xff\xd8\xff\xe0" + b"\0" * 200, "It is not an HDF5 file"),
     ],
@@ -144,6 +159,25 @@ def test_files_that_are_not_weights_are_refused(tmp_path, folder, content, words
     with pytest.raises(weights.WeightsError, match=words):
         weights.import_file(path, folder)
     assert leftovers(folder) == []
+
+
+def test_a_path_with_no_file_says_so(tmp_path, folder):
+    missing = tmp_path / "nowhere" / "mobilenet_5_0_128_tf.h5"
+    with pytest.raises(weights.WeightsError) as info:
+        weights.import_file(missing, folder)
+    assert str(info.value) == f"No file at {missing}."
+
+
+@pytest.mark.parametrize("name", ["mobilenet_5_0_128_tf.h5", "weights.h5", "notes.h5"])
+def test_a_refusal_leaves_naming_the_file_to_whoever_shows_it(weights_file, tmp_path, folder, name):
+    """The command says "Refused PATH: ...", the upload "NAME was not installed. ...": the reason must not repeat it."""
+    source = copy_as(weights_file(FAST, include_top=False), tmp_path, name)
+    if name == "notes.h5":
+        source.write_bytes(b"meeting notes")
+    with pytest.raises(weights.WeightsError) as info:
+        weights.import_file(source, folder)
+    assert name not in str(info.value)
+    assert str(info.value)[0].isupper()
 
 
 def test_a_truncated_file_is_refused_and_nothing_is_left_behind(weights_file, tmp_path, folder):
@@ -166,16 +200,17 @@ def test_a_file_whose_hash_differs_from_the_published_one_is_refused(weights_fil
     assert not folder.exists() or not any(folder.iterdir())
 
 
-def test_a_file_that_fails_to_load_leaves_the_installed_one_untouched(weights_file, folder, monkeypatch):
+def test_a_file_that_fails_to_load_leaves_the_installed_one_untouched(weights_file, folder, monkeypatch, tmp_path):
     first = weights.import_file(weights_file(FAST), folder)
     before = first.path.read_bytes()
+    other = make_zoo_weights(FAST, tmp_path / "other", seed=1)
 
     def broken_build(self, *args, **kwargs):
         raise ValueError("Shape mismatch in layer #3")
 
     monkeypatch.setattr(zoo.ZooModel, "build", broken_build)
     with pytest.raises(weights.WeightsError) as info:
-        weights.import_file(weights_file(FAST), folder)
+        weights.import_file(other, folder)
     assert str(info.value) == (
         "This file does not load into MobileNet 0.5 @128 (with its ImageNet head): Shape mismatch in layer #3"
     )
@@ -221,10 +256,10 @@ def test_an_offline_download_fails_with_a_message_that_says_how_to_install_by_ha
         weights.download(zoo.get("mobilenetv2"), folder, timeout=5)
     message = str(info.value)
     assert message.startswith(
-        "Could not download mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 from "
-        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+        "Could not download mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 (<urlopen error [Errno -3] "
+        "Temporary failure in name resolution>). If this server has no internet access, get it on another machine "
+        "from https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
     )
-    assert "Temporary failure in name resolution" in message
     assert "python manage.py import_weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5" in message
     assert socket.getdefaulttimeout() == previous
     assert leftovers(folder) == []

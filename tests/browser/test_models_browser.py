@@ -8,7 +8,8 @@ from classifier import weights
 
 
 def rows(page) -> list[str]:
-    return page.locator("table.models tbody tr").evaluate_all("rows => rows.map(r => r.id.replace('model-', ''))")
+    model_rows = page.locator("table.models tbody tr.model-row")
+    return model_rows.evaluate_all("rows => rows.map(r => r.id.replace('model-', ''))")
 
 
 def test_models_table_filters_and_sorts_without_reloading(page, login, screenshot, staff, install_weights):
@@ -21,7 +22,7 @@ def test_models_table_filters_and_sorts_without_reloading(page, login, screensho
     screenshot("models-page")
 
     page.select_option("#models-family", "MobileNet")
-    expect(page.locator("table.models tbody tr")).to_have_count(16)
+    expect(page.locator("table.models tbody tr.model-row")).to_have_count(16)
     assert "family=MobileNet" in page.url  # the address keeps the filter, so reload and back work
 
     page.click("table.models th >> text=Top-1")
@@ -30,7 +31,7 @@ def test_models_table_filters_and_sorts_without_reloading(page, login, screensho
     assert page.locator("#models-sort").input_value() == "-top1"  # later filters keep this order
 
     page.fill("#models-q", "0.5")
-    expect(page.locator("table.models tbody tr")).to_have_count(4)
+    expect(page.locator("table.models tbody tr.model-row")).to_have_count(4)
     assert rows(page) == ["mobilenet-05-224", "mobilenet-05-192", "mobilenet-05-160", "mobilenet-05-128"]
     assert page.locator("#model-mobilenet-05-128 .badge").first.inner_text() == "Installed"
     assert page.evaluate("window.__sameDocument") is True  # every change was swapped in, no page load
@@ -50,10 +51,12 @@ def test_an_offline_download_shows_its_failure_in_the_table(page, login, screens
     login("staff", "staff-password")
     page.goto("/models/?family=MobileNetV3")
     row = page.locator("#model-mobilenetv3small")
-    row.locator("summary").click()
-    row.get_by_role("button", name="Download from Keras").click()
+    row.get_by_role("button", name="How to install").click()
+    with_head = page.locator("#install-mobilenetv3small .install-help").first
+    with_head.get_by_role("button", name="Download from Keras").click()
     page.wait_for_load_state("networkidle")
-    assert "Could not download weights_mobilenet_v3_small_224_1.0_float.h5" in page.locator(".alert-error").inner_text()
+    message = page.locator(".messages .alert-error").inner_text()
+    assert "Could not download weights_mobilenet_v3_small_224_1.0_float.h5" in message
     row = page.locator("#model-mobilenetv3small")
     assert "Download failed" in row.inner_text()
     screenshot("models-download-failed")

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         try:
             entries = [zoo.get(key) for key in models]
         except zoo.UnknownModel as exc:
-            raise CommandError(f"{exc} The Models page lists every key.") from None
+            raise CommandError(str(exc)) from None
         failed = 0
         for model in entries:
             wf = model.weights_file(include_top)

@@ -43,10 +43,15 @@ class Command(BaseCommand):
             try:
                 entry = zoo.get(model)
             except zoo.UnknownModel as exc:
-                raise CommandError(f"{exc} The Models page lists every key.") from None
+                raise CommandError(str(exc)) from None
         failed = 0
         for name in files:
             path = Path(name).expanduser()
+            missing = _not_a_file(path)
+            if missing:
+                failed += 1
+                self.stderr.write(self.style.ERROR(missing))
+                continue
             try:
                 installed = installs.import_path(path, model=entry, include_top=include_top)
             except weights.WeightsError as exc:
@@ -63,3 +68,12 @@ class Command(BaseCommand):
             f"Weights folder: {settings.WEIGHTS_DIR}. A web server or worker that already had one of these models "
             "loaded keeps its old copy until it restarts."
         )
+
+
+def _not_a_file(path: Path) -> str:
+    """Why a path given on the command line is no file to import, or "" when it is one."""
+    if path.is_dir():
+        return f"{path} is a folder: name the weights files in it (for example {path}/*.h5)."
+    if not path.is_file():
+        return f"No file at {path}."
+    return ""
