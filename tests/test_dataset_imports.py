@@ -116,7 +116,7 @@ def test_import_with_only_bad_files_adds_nothing_and_says_why(dataset):
     tasks.import_archive.call_local(job.pk)
     job.refresh_from_db()
     assert job.status == ImportJob.Status.SUCCEEDED
-    assert job.message == "Added 0 images, rejected 2 files (reasons below)."
+    assert job.message == "Added 0 images, rejected 2 files."
     assert dataset.labels.count() == 0
     assert files_under(dataset.folder / "images") == []
 

@@ -91,7 +91,7 @@ def small_cap(settings, alice):
     return dataset
 
 
-FULL = "This dataset already has 2 labels, the most a dataset can have (MAX_LABELS_PER_DATASET)."
+FULL = "This dataset already has 2 labels, the most a dataset can have. Delete labels you no longer need"
 
 
 @pytest.mark.django_db

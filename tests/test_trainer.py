@@ -150,7 +150,7 @@ def test_a_small_memory_budget_lowers_the_batch_size_and_says_so(base, data, tmp
 
 
 def test_a_budget_too_small_for_the_base_is_refused_in_words(base, data, tmp_path):
-    with pytest.raises(trainer.TrainingError, match="more than the 256 MB this server allows"):
+    with pytest.raises(trainer.TrainingError, match="more than the 256 MiB this server allows"):
         _run(base, data, tmp_path, memory_mb=256)
 
 

@@ -74,7 +74,7 @@ def test_import_lists_rejected_files_with_reasons(tmp_path: Path):
 
     assert "Rejected in “cats” (1):" in out
     assert "cats/broken.png — " in out
-    assert "Added 1 image, rejected 1 file (reasons below)." in out.splitlines()
+    assert "Added 1 image, rejected 1 file." in out.splitlines()
 
 
 @pytest.mark.parametrize(

@@ -9,19 +9,30 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import Count, QuerySet
+from django.db.models.functions import Lower
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from training import imports
 from training.forms import ImportForm
 from training.models import Dataset, DatasetImage, ImportJob, Label, Split, TrainedModel, TrainingJob
 from training.names import label_key
+from training.splits import Shares
+
+# The whole admin says whose it is (the project has one admin site, and this app is its main user).
+admin.site.site_header = "TransferLab administration"
+admin.site.site_title = "TransferLab admin"
+admin.site.index_title = "Site administration · TransferLab"
 
 
 class StaffManageMixin:
@@ -98,6 +109,32 @@ class LabelInline(StaffManageMixin, admin.TabularInline):
         return getattr(label, "n_images", 0)
 
 
+def busy_message(dataset: Dataset) -> str | None:
+    """Why `dataset` cannot be deleted now, with a link to the job in the way; None when it can.
+
+    An import would write into a folder being removed, and a training job reads the images.
+    """
+    job = dataset.active_import()
+    if job is not None:
+        return format_html(
+            '“{}” cannot be deleted while an import is running (<a href="{}">{}</a>). '
+            "Wait for it to finish or cancel it, then delete the dataset.",
+            dataset.name,
+            reverse("training:import_detail", args=[dataset.pk, job.pk]),
+            job.archive_name,
+        )
+    training = dataset.active_training()
+    if training is not None:
+        return format_html(
+            '“{}” cannot be deleted while a model is being trained on it (<a href="{}">training job {}</a>). '
+            "Wait for it to finish or cancel it, then delete the dataset.",
+            dataset.name,
+            reverse("training:job_detail", args=[training.pk]),
+            training.pk,
+        )
+    return None
+
+
 @admin.register(Dataset)
 class DatasetAdmin(UniqueNameRaceMixin, StaffManageMixin, admin.ModelAdmin):
     list_display = ["name", "label_count", "image_count", "created_by", "updated_at"]
@@ -114,6 +151,7 @@ class DatasetAdmin(UniqueNameRaceMixin, StaffManageMixin, admin.ModelAdmin):
         "folder_path",
     ]
     inlines = [LabelInline]
+    actions = ["delete_selected"]
     change_form_template = "admin/training/dataset/change_form.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -135,11 +173,30 @@ class DatasetAdmin(UniqueNameRaceMixin, StaffManageMixin, admin.ModelAdmin):
         if not change and obj.created_by_id is None:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        if change and {"validation_percent", "test_percent"} & set(form.changed_data):
+            # The images keep their splits; the dataset page says so and offers the re-draw.
+            obj.keep_splits_drawn_with(
+                Shares(validation=form.initial["validation_percent"], test=form.initial["test_percent"])
+            )
 
-    def has_delete_permission(self, request: HttpRequest, obj: Dataset | None = None) -> bool:
-        if obj is not None and obj.active_import() is not None:
-            return False  # the import would write into a folder that is being removed
-        return super().has_delete_permission(request, obj)
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+        """A busy dataset is not deleted, and the page says why instead of "no permission"."""
+        dataset = self.get_object(request, unquote(object_id))
+        reason = busy_message(dataset) if dataset is not None else None
+        if reason:
+            self.message_user(request, reason, messages.ERROR)
+            return redirect("admin:training_dataset_change", dataset.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(permissions=["delete"], description="Delete selected datasets")
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """Django's bulk delete, refused whole (with the reasons) when a selected dataset is busy."""
+        reasons = [reason for dataset in queryset if (reason := busy_message(dataset))]
+        for reason in reasons:
+            self.message_user(request, reason, messages.ERROR)
+        if reasons:
+            return None
+        return django_delete_selected(self, request, queryset)
 
     def get_urls(self):
         custom = [
@@ -181,6 +238,19 @@ class DatasetAdmin(UniqueNameRaceMixin, StaffManageMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/training/dataset/import_zip.html", context)
 
 
+class LabelFilter(admin.RelatedFieldListFilter):
+    """Labels of the images listed, as "Dataset / label" (many datasets have a "cats"); only the chosen
+    dataset's labels, by their own names, once the list is filtered by dataset."""
+
+    def field_choices(self, field, request: HttpRequest, model_admin) -> list[tuple[int, str]]:
+        labels = Label.objects.filter(pk__in=model_admin.get_queryset(request).values("label_id"))
+        dataset_id = request.GET.get("dataset__id__exact", "")
+        if dataset_id.isdigit():
+            return [(label.pk, label.name) for label in labels.filter(dataset_id=dataset_id)]
+        labels = labels.select_related("dataset").order_by(Lower("dataset__name"), Lower("name"))
+        return [(label.pk, f"{label.dataset.name} / {label.name}") for label in labels]
+
+
 class MoveToLabelForm(forms.Form):
     label = forms.ModelChoiceField(queryset=Label.objects.none(), label="Move to label")
 
@@ -191,9 +261,10 @@ class MoveToLabelForm(forms.Form):
 
 @admin.register(DatasetImage)
 class DatasetImageAdmin(StaffManageMixin, admin.ModelAdmin):
-    list_display = ["thumbnail", "original_name", "dataset", "label", "split", "dimensions", "created_at"]
+    # Narrow columns (a wrapping file name, a 48 px thumbnail, the day added) fit 1280 px beside the filters.
+    list_display = ["thumbnail", "original_name", "dataset", "label", "split", "dimensions", "added"]
     list_display_links = ["thumbnail", "original_name"]
-    list_filter = ["dataset", ("label", admin.RelatedOnlyFieldListFilter), "split"]
+    list_filter = ["dataset", ("label", LabelFilter), "split"]
     search_fields = ["original_name", "sha256"]
     list_select_related = ["dataset", "label", "added_by"]
     list_per_page = 50
@@ -208,7 +279,11 @@ class DatasetImageAdmin(StaffManageMixin, admin.ModelAdmin):
 
     @admin.display(description="image")
     def thumbnail(self, image: DatasetImage) -> str:
-        return _thumbnail(image)
+        return _thumbnail(image, 48)
+
+    @admin.display(description="added", ordering="created_at")
+    def added(self, image: DatasetImage) -> str:
+        return date_format(timezone.localtime(image.created_at), "DATE_FORMAT")
 
     @admin.display(description="preview")
     def preview(self, image: DatasetImage) -> str:

@@ -40,6 +40,7 @@ from training.names import (
     label_key,
     too_many_labels_message,
 )
+from webapp.sizes import human_size
 
 MANIFEST_NAME = "transferlab.json"
 MANIFEST_MAX_BYTES = 32 * 1024 * 1024
@@ -57,6 +58,8 @@ REPORT_DETAIL_LIMIT = 200
 # `a:b/x.png` is a folder with an odd name, not a drive: it is rejected as a label, not as a path.
 DRIVE_PATH = re.compile(r"[A-Za-z]:(/|$)")
 UNREADABLE_MANIFEST_NOTE = f"{MANIFEST_NAME} could not be read; splits were drawn afresh."
+# What a user can do about a zip over a limit: the setting's name is for the administrator (docs/CONFIGURATION.md).
+SPLIT_OR_ASK = "Split it into smaller zips, or ask your administrator to raise the limit."
 
 
 class ArchiveError(ValueError):
@@ -173,6 +176,20 @@ def build_report(
     }
 
 
+def summary(report: dict) -> str:
+    """The import's outcome in one sentence. It names no reasons: lists, pages and the command show it
+    without the report, so it must not promise reasons "below"."""
+    added, duplicates, rejected = report.get("added", 0), report.get("duplicates", 0), report.get("rejected", 0)
+    if not (added or duplicates or rejected):
+        return "The zip holds no images in label folders: put one folder per label in it, with the images inside."
+    parts = [f"Added {added:,} image{'s' if added != 1 else ''}"]
+    if duplicates:
+        parts.append(f"skipped {duplicates:,} duplicate{'s' if duplicates != 1 else ''}")
+    if rejected:
+        parts.append(f"rejected {rejected:,} file{'s' if rejected != 1 else ''}")
+    return ", ".join(parts) + "."
+
+
 def open_zip(source: Path | str | BinaryIO) -> zipfile.ZipFile:
     """Open an archive, or ArchiveError when it is not a readable zip."""
     try:
@@ -184,24 +201,19 @@ def open_zip(source: Path | str | BinaryIO) -> zipfile.ZipFile:
         ) from None
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1_048_576:,.0f} MB"
-
-
 def _check_archive(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
     """Whole-archive refusals, from the central directory only: nothing is decompressed yet."""
     if not infos:
         raise ArchiveError("The zip archive is empty: put one folder per label in it, with the images inside.")
     if len(infos) > limits.max_members:
         raise ArchiveError(
-            f"The zip holds {len(infos):,} files and folders; the limit is {limits.max_members:,} "
-            "(IMPORT_MAX_MEMBERS). Split it into smaller zips."
+            f"The zip holds {len(infos):,} files and folders; the limit is {limits.max_members:,}. {SPLIT_OR_ASK}"
         )
     total = sum(info.file_size for info in infos)
     if total > limits.max_total_bytes:
         raise ArchiveError(
-            f"Uncompressed, the zip would be {_mb(total)}; the limit is {_mb(limits.max_total_bytes)} "
-            "(IMPORT_MAX_TOTAL_MB). Split it into smaller zips."
+            f"Uncompressed, the zip would be {human_size(total)}; the limit is {human_size(limits.max_total_bytes)}. "
+            f"{SPLIT_OR_ASK}"
         )
     for info in infos:
         name = info.filename
@@ -227,7 +239,7 @@ def _check_archive(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
         ):
             raise ArchiveError(
                 f"The member {name!r} expands from {info.compress_size:,} to {info.file_size:,} bytes, more than "
-                f"{limits.max_ratio}x (IMPORT_MAX_RATIO): this looks like a zip bomb, so nothing was imported."
+                f"{limits.max_ratio}x: this looks like a zip bomb, so nothing was imported."
             )
 
 
@@ -461,7 +473,11 @@ def _check_manifest_labels(plan: Plan, manifest: dict | None, existing: Mapping[
 
 
 def too_large_message(size: int, max_bytes: int) -> str:
-    return f"The file is {size / 1_048_576:.1f} MB; the limit for one image is {_mb(max_bytes)} (MAX_UPLOAD_MB)."
+    """Why one image is left out for its size; the limit is named, never the setting behind it."""
+    shown, limit = human_size(size), human_size(max_bytes)
+    if shown == limit:  # just over: "20 MiB; the limit is 20 MiB" would read as a contradiction
+        return f"The file is larger than {limit}, the limit for one image. Resize or compress it."
+    return f"The file is {shown}; the limit for one image is {limit}. Resize or compress it."
 
 
 def import_zip(
@@ -518,8 +534,8 @@ def import_zip(
                     streamed += len(data)
                     if streamed > limits.max_total_bytes:
                         raise ArchiveError(
-                            f"The zip expands beyond {_mb(limits.max_total_bytes)} (IMPORT_MAX_TOTAL_MB) although "
-                            "its directory said otherwise. Nothing was imported."
+                            f"The zip expands beyond {human_size(limits.max_total_bytes)} although its directory "
+                            "said otherwise. Nothing was imported."
                         )
                     _take(data, entry, outcome, store=store, known=known, seen=seen, added=added)
             if on_progress:

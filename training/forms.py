@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from training import archives, imports
 from training.models import Dataset, Label, Split, max_labels
 from training.names import InvalidName, clean_label_name, label_key, labels_full_message
+from webapp.sizes import human_size
 
 
 def save_unless_taken(form: forms.BaseForm, save: Callable[[], object]) -> bool:
@@ -36,7 +37,7 @@ def save_unless_taken(form: forms.BaseForm, save: Callable[[], object]) -> bool:
 
 
 class DatasetForm(forms.ModelForm):
-    """Create or rename a dataset; the shares apply to images added later (re-draw to apply to all)."""
+    """Create or rename a dataset and choose the shares of its splits."""
 
     class Meta:
         model = Dataset
@@ -48,6 +49,18 @@ class DatasetForm(forms.ModelForm):
         if not name:
             raise forms.ValidationError("Give the dataset a name.")
         return name
+
+
+class DatasetEditForm(DatasetForm):
+    """Edit a dataset; new shares re-draw the splits unless the user keeps the images where they are."""
+
+    redraw = forms.BooleanField(
+        label="Re-draw the splits now with these shares",
+        required=False,
+        initial=True,
+        help_text="Otherwise every image keeps its split (new images follow the new shares), and the dataset "
+        "page offers the re-draw.",
+    )
 
 
 class LabelForm(forms.Form):
@@ -85,10 +98,15 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 
 class MultipleImageField(forms.FileField):
-    """Several files in one field (Django's documented pattern); each is checked by the import code."""
+    """Several files in one field (Django's documented pattern); each is checked by the upload code.
+
+    Empty files are let through: one would otherwise refuse the whole upload with a sentence naming
+    no file, where the upload report rejects just that file, by name, and keeps the others.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*", "multiple": True}))
+        kwargs.setdefault("allow_empty_file", True)
         super().__init__(*args, **kwargs)
 
     def clean(self, data, initial=None) -> list[UploadedFile]:
@@ -114,8 +132,12 @@ class UploadForm(forms.Form):
         self.fields["label"].queryset = dataset.labels.all()
         self.fields["images"].help_text = (
             f"JPEG, PNG, GIF, WebP, BMP or TIFF; up to {settings.MAX_FILES_PER_REQUEST} files of "
-            f"{settings.MAX_UPLOAD_BYTES // 1_048_576} MB each. For more, import a zip."
+            f"{human_size(settings.MAX_UPLOAD_BYTES)} each. For more, import a zip."
         )
+
+    def keep_chosen_files(self) -> None:
+        """A refused upload keeps the files the user chose: htmx swaps the form but not this input."""
+        self.fields["images"].widget.attrs["hx-preserve"] = "true"
 
     def clean_images(self) -> list[UploadedFile]:
         files = self.cleaned_data["images"]
@@ -143,7 +165,7 @@ class UploadForm(forms.Form):
         return data
 
     def _check_room(self, name: str) -> None:
-        """A new label needs room under MAX_LABELS_PER_DATASET; an existing one (any case) does not."""
+        """A new label needs room under the dataset's label cap; an existing one (any case) does not."""
         names = list(self.dataset.labels.values_list("name", flat=True))
         if len(names) >= max_labels() and label_key(name) not in {label_key(n) for n in names}:
             self.add_error("new_label", labels_full_message(len(names)))
@@ -163,8 +185,7 @@ class ImportForm(forms.Form):
         limit = settings.IMPORT_MAX_ZIP_BYTES
         if archive.size > limit:
             raise forms.ValidationError(
-                f"The zip is {archive.size / 1_048_576:,.0f} MB; the limit is {limit / 1_048_576:,.0f} MB "
-                "(IMPORT_MAX_ZIP_MB). Split it into smaller zips."
+                f"The zip is {human_size(archive.size)}; the limit is {human_size(limit)}. {archives.SPLIT_OR_ASK}"
             )
         try:
             with archives.open_zip(archive) as zf:

@@ -221,18 +221,6 @@ def run_import_job(job_id: int) -> ImportJob | None:
     return ImportJob.objects.filter(pk=job.pk).first()
 
 
-def _summary(report: dict) -> str:
-    added, duplicates, rejected = report["added"], report["duplicates"], report["rejected"]
-    if not (added or duplicates or rejected):
-        return "The zip holds no images in label folders: put one folder per label in it, with the images inside."
-    parts = [f"Added {added} image{'s' if added != 1 else ''}"]
-    if duplicates:
-        parts.append(f"skipped {duplicates} duplicate{'s' if duplicates != 1 else ''}")
-    if rejected:
-        parts.append(f"rejected {rejected} file{'s' if rejected != 1 else ''} (reasons below)")
-    return ", ".join(parts) + "."
-
-
 def _fail(
     job: ImportJob,
     message: str,
@@ -323,6 +311,8 @@ def _save_rows(job: ImportJob, result: archives.ImportResult, progress: _Progres
     was_empty = not dataset.images.exists()
     descriptions = archives.manifest_labels(result.manifest)
     restored = _restored_settings(dataset, result.manifest) if was_empty else {}
+    if was_empty:  # the first images are dealt out with the shares as they are (or as restored)
+        restored.update(drawn_validation_percent=None, drawn_test_percent=None)
     for field, value in restored.items():
         setattr(dataset, field, value)  # the splits below are drawn with them; saved in the last transaction
     names = [a.label for a in result.added]
@@ -409,7 +399,7 @@ def _finish(job: ImportJob, result: archives.ImportResult, restored: dict[str, o
     """
     dataset = job.dataset
     report = result.report()
-    message = _summary(report)
+    message = archives.summary(report)
     with transaction.atomic():
         if restored:
             Dataset.objects.filter(pk=dataset.pk).update(**restored)

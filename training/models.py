@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from classifier import installs
-from training import splits, storage
+from training import archives, splits, storage
 from training.names import DEFAULT_MAX_LABELS, InvalidName, clean_label_name, label_key, labels_full_message
 from webapp.background import Job, JobStatus
 
@@ -74,6 +74,14 @@ class Dataset(models.Model):
     )
     split_seed = models.PositiveIntegerField(
         "split seed", default=0, help_text="Re-drawing the splits with another seed deals the images out anew."
+    )
+    # The shares the images were dealt out with, kept when the shares change without a re-draw;
+    # empty while the splits follow the shares above (see `splits_outdated`).
+    drawn_validation_percent = models.PositiveSmallIntegerField(
+        "validation share of the splits (%)", null=True, blank=True, editable=False
+    )
+    drawn_test_percent = models.PositiveSmallIntegerField(
+        "test share of the splits (%)", null=True, blank=True, editable=False
     )
     created_at = models.DateTimeField("created", default=timezone.now)
     updated_at = models.DateTimeField("last change", default=timezone.now, db_index=True)
@@ -152,7 +160,10 @@ class Dataset(models.Model):
         return counts
 
     def redraw_splits(self, seed: int) -> dict[str, int]:
-        """Deal every image out again with `seed`; returns images per split. One transaction."""
+        """Deal every image out again with `seed` and the current shares; returns images per split.
+
+        One transaction; afterwards the splits follow the shares again.
+        """
         with transaction.atomic():
             by_label: dict[int, list[str]] = {}
             for label_id, sha in self.images.values_list("label_id", "sha256"):
@@ -165,7 +176,51 @@ class Dataset(models.Model):
             self.split_seed = seed
             self.updated_at = timezone.now()
             self.save(update_fields=["split_seed", "updated_at"])
+            self.splits_follow_shares()
         return {s: sum(1 for v in assignment.values() if v == s) for s in splits.SPLITS}
+
+    @property
+    def drawn_shares(self) -> splits.Shares:
+        """The shares the images were dealt out with."""
+        if self.drawn_validation_percent is None or self.drawn_test_percent is None:
+            return self.shares
+        return splits.Shares(validation=self.drawn_validation_percent, test=self.drawn_test_percent)
+
+    def keep_splits_drawn_with(self, old: splits.Shares) -> None:
+        """Record that the shares changed from `old` while the images kept their splits.
+
+        An empty dataset has nothing to re-draw: its first images follow the new shares. The shares
+        the splits were first drawn with are kept through several changes; changing back clears them.
+        """
+        drawn = self.drawn_shares if self.drawn_validation_percent is not None else old
+        if drawn == self.shares or not self.images.exists():
+            self.splits_follow_shares()
+            return
+        self.drawn_validation_percent, self.drawn_test_percent = drawn.validation, drawn.test
+        Dataset.objects.filter(pk=self.pk).update(
+            drawn_validation_percent=drawn.validation, drawn_test_percent=drawn.test
+        )
+
+    def splits_follow_shares(self) -> None:
+        """The images are dealt out with the current shares: after a re-draw, or into an empty dataset."""
+        self.drawn_validation_percent = self.drawn_test_percent = None
+        Dataset.objects.filter(pk=self.pk).update(drawn_validation_percent=None, drawn_test_percent=None)
+
+    @property
+    def splits_outdated(self) -> bool:
+        """Whether the images were dealt out with other shares than the dataset now asks for."""
+        return self.drawn_shares != self.shares
+
+    def outdated_splits_note(self) -> str:
+        """What the dataset's pages say while the splits follow other shares than it asks for; "" otherwise."""
+        if not self.splits_outdated:
+            return ""
+        drawn, now = self.drawn_shares, self.shares
+        if drawn.test == now.test:
+            was, asks = drawn.text(), now.text() if now.test else f"{now.validation}%"
+        else:
+            was, asks = drawn.text(with_test=True), now.text(with_test=True)
+        return f"The splits were drawn with {was}; the dataset now asks for {asks}: re-draw to apply it."
 
     def snapshot(self) -> dict:
         """What a training job records of the dataset it trains on, JSON-ready.
@@ -392,6 +447,14 @@ class ImportJob(Job):
         imports.remove_archive(self.archive_path)
         imports.discard_rows(self.pk)
         imports.undo_import_files(self)
+
+    @property
+    def outcome(self) -> str:
+        """The job's sentence for lists; a finished import's is rebuilt from its report, so rows written
+        before the wording changed no longer promise "reasons below" where no reasons are shown."""
+        if self.status == self.Status.SUCCEEDED and self.report:
+            return archives.summary(self.report)
+        return self.message
 
     @property
     def percent(self) -> int:

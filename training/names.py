@@ -107,7 +107,7 @@ def clean_file_name(raw: str, fallback: str = "image") -> str:
 def labels_full_message(count: int) -> str:
     """What the label form, the admin and uploads say when a dataset has no room for another label."""
     return (
-        f"This dataset already has {count:,} labels, the most a dataset can have (MAX_LABELS_PER_DATASET). "
+        f"This dataset already has {count:,} labels, the most a dataset can have. "
         "Delete labels you no longer need, or ask your administrator to raise the limit."
     )
 
@@ -122,7 +122,7 @@ def too_many_labels_message(total: int | None, existing: int, cap: int) -> str:
     else:
         count = f"{total:,} labels ({total - existing:,} new, {existing:,} already there)"
     return (
-        f"The zip would give the dataset {count}; a dataset can have at most {cap:,} labels "
-        "(MAX_LABELS_PER_DATASET). Nothing was imported: split the zip into datasets of fewer labels, "
-        "or delete labels you no longer need."
+        f"The zip would give the dataset {count}; a dataset can have at most {cap:,} labels. "
+        "Nothing was imported: split the zip into datasets of fewer labels, delete labels you no longer need, "
+        "or ask your administrator to raise the limit."
     )

@@ -33,6 +33,13 @@ class Shares:
         if self.validation + self.test > 90:
             raise ValueError("Validation and test together can be at most 90 percent: training needs images too.")
 
+    def text(self, with_test: bool = False) -> str:
+        """ "20% validation", or "20% validation and 10% test" ("and no test share") when the test share matters."""
+        if not (self.test or with_test):
+            return f"{self.validation}% validation"
+        test = f"{self.test}% test" if self.test else "no test share"
+        return f"{self.validation}% validation and {test}"
+
 
 def split_key(seed: int, sha256: str) -> str:
     """The order in which images of a label are dealt out: a hash, so it is uniform and stable."""

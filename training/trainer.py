@@ -71,8 +71,8 @@ class Cancelled(Exception):
 
 
 OUT_OF_MEMORY = (
-    "Training ran out of memory. Try a smaller batch size or a smaller base model, or ask an administrator "
-    "to raise TRAINING_MEMORY_MB if the server has memory to spare."
+    "Training ran out of memory. Try a smaller batch size or a smaller base model, or ask your administrator "
+    "to raise the training memory limit if the server has memory to spare."
 )
 
 
@@ -126,7 +126,7 @@ class TrainConfig:
         if not 1 <= self.patience <= 100:
             raise TrainingError("Early-stopping patience must be between 1 and 100 epochs.")
         if self.memory_mb < 256:
-            raise TrainingError("The memory budget must be at least 256 MB.")
+            raise TrainingError("The memory budget must be at least 256 MiB.")
 
     @property
     def fine_tunes(self) -> bool:
@@ -496,9 +496,9 @@ def plan_memory(base, config: TrainConfig, images: int, cut_elements: int | None
     batch = fitting_batch(keep_pixels, cache_lower)
     if batch == 0:
         raise TrainingError(
-            f"This configuration needs about {need(1, False, False) / mb:,.0f} MB, more than the "
-            f"{config.memory_mb:,} MB this server allows for training (TRAINING_MEMORY_MB). "
-            "Choose a smaller base model."
+            f"This configuration needs about {need(1, False, False) / mb:,.0f} MiB, more than the "
+            f"{config.memory_mb:,} MiB this server allows for training. "
+            "Choose a smaller base model, or ask your administrator to raise the training memory limit."
         )
     notes: list[str] = []
     if cacheable and not cache_lower:
@@ -507,8 +507,8 @@ def plan_memory(base, config: TrainConfig, images: int, cut_elements: int | None
         notes.append("The decoded images do not all fit in memory: they are read again each epoch.")
     if batch != config.batch_size:
         notes.append(
-            f"Batch size lowered from {config.batch_size} to {batch} to fit the {config.memory_mb:,} MB "
-            "memory budget (TRAINING_MEMORY_MB)."
+            f"Batch size lowered from {config.batch_size} to {batch} to fit the {config.memory_mb:,} MiB "
+            "memory budget for training."
         )
     return MemoryPlan(batch, keep_pixels, cache_lower, need(batch, keep_pixels, cache_lower) / mb, tuple(notes))
 

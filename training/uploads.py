@@ -111,6 +111,7 @@ def _save_uploads(
     outcome: archives.LabelOutcome,
     user: AbstractBaseUser | None,
 ) -> None:
+    was_empty = not dataset.images.exists()
     present = set(dataset.images.filter(sha256__in=[s.sha256 for _, s in pending]).values_list("sha256", flat=True))
     fresh = []
     for filename, stored in pending:
@@ -138,4 +139,6 @@ def _save_uploads(
         ]
     )
     outcome.added += len(fresh)
+    if was_empty and fresh:
+        dataset.splits_follow_shares()  # the first images are dealt out with the shares as they are now
     dataset.touch()

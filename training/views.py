@@ -25,6 +25,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from classifier import imaging
 from training import exports, imports, readiness, uploads
 from training.forms import (
+    DatasetEditForm,
     DatasetForm,
     GridFilterForm,
     ImageForm,
@@ -35,6 +36,7 @@ from training.forms import (
     save_unless_taken,
 )
 from training.models import Dataset, DatasetImage, ImportJob, Label, Split
+from training.splits import Shares
 from webapp.http import HtmxHttpRequest, form_status, private_file_response
 
 PAGE_SIZE = 48
@@ -154,10 +156,11 @@ def dataset_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return render(request, "training/partials/_image_grid.html", {**context, "labels": dataset.labels.all()})
     labels = list(dataset.labels.all())
     rows = _label_rows(dataset, labels)
+    image_total = sum(r["total"] for r in rows)
     context.update(
         labels=labels,
         label_rows=rows,
-        image_total=sum(r["total"] for r in rows),
+        image_total=image_total,
         warnings=readiness.warnings(
             {r["label"].name: {s: r[s] for s in Split.values} for r in rows},
             validation_percent=dataset.validation_percent,
@@ -167,6 +170,7 @@ def dataset_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         can_train=dataset.can_train(request.user),
         training_jobs=list(dataset.training_jobs.select_related("created_by").defer("snapshot")[:20]),
         redraw_form=RedrawForm(initial={"seed": dataset.split_seed + 1}),
+        outdated_note=dataset.outdated_splits_note() if image_total and can_change else "",
     )
     return render(request, "training/dataset_detail.html", context)
 
@@ -174,16 +178,30 @@ def dataset_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def dataset_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     dataset = _get_dataset_for_user(request, pk, write=True)
-    form = DatasetForm(_post(request), instance=dataset)
+    old_shares = dataset.shares
+    note = dataset.outdated_splits_note() if dataset.images.exists() else ""  # before the form changes `dataset`
+    form = DatasetEditForm(_post(request), instance=dataset)
     if request.method == "POST" and form.is_valid():
         dataset = form.save(commit=False)
         dataset.updated_at = timezone.now()
         fields = ["name", "description", "validation_percent", "test_percent", "updated_at"]
         if save_unless_taken(form, lambda: dataset.save(update_fields=fields)):
-            messages.success(request, f"Dataset “{dataset.name}” saved.")
+            messages.success(request, _apply_shares(dataset, old_shares, redraw=form.cleaned_data["redraw"]))
             return redirect("training:dataset_detail", pk=dataset.pk)
-    context = {"form": form, "dataset": dataset}
+    context = {"form": form, "dataset": dataset, "outdated_note": note}
     return render(request, "training/dataset_form.html", context, status=form_status(request, form))
+
+
+def _apply_shares(dataset: Dataset, old: Shares, redraw: bool) -> str:
+    """Re-draw the splits with the dataset's new shares, or record that they keep the old ones; says which."""
+    dataset.keep_splits_drawn_with(old)
+    if not (redraw and dataset.splits_outdated):
+        return f"Dataset “{dataset.name}” saved."
+    sizes = dataset.redraw_splits(dataset.split_seed)
+    return (
+        f"Dataset “{dataset.name}” saved; splits re-drawn with {dataset.shares.text()}: "
+        f"{sizes['train']} train, {sizes['validation']} validation, {sizes['test']} test."
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -298,6 +316,8 @@ def upload_images(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         report = uploads.add_uploads(dataset, form.cleaned_data["target"], form.cleaned_data["images"], request.user)
         form = UploadForm(dataset=dataset, initial={"label": _label_pk(dataset, report)})
+    elif request.method == "POST":
+        form.keep_chosen_files()  # htmx keeps the browser's file input: fix the label and press Upload again
     context = {"form": form, "dataset": dataset, "report": report}
     if request.htmx:
         return render(request, "training/partials/_upload_form.html", context)

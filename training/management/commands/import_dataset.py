@@ -61,7 +61,7 @@ class Command(BaseCommand):
             if created and _drop_if_empty(dataset):
                 self.stderr.write(f"The dataset “{dataset.name}” was created for this import and removed again.")
             raise CommandError(job.message or f"The import ended {job.get_status_display().lower()}.")
-        self.stdout.write(self.style.SUCCESS(job.message))  # "(reasons below)": the sentence comes first
+        self.stdout.write(self.style.SUCCESS(job.message))  # the sentence first, then the report with the reasons
         self._print_report(job.report)
 
     def _import(self, dataset: Dataset, path: Path, user: AbstractBaseUser | None) -> ImportJob:
@@ -203,8 +203,8 @@ def _size(size: int) -> str:
     if size < 1024:
         return f"{size} bytes"
     value = float(size)
-    for unit in ("KB", "MB", "GB", "TB"):
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
         value /= 1024
-        if value < 1024 or unit == "TB":
+        if value < 1024 or unit == "TiB":
             break
     return f"{value:.1f} {unit}"
