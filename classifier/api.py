@@ -17,7 +17,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.datastructures import MultiValueDict
 from django.views.decorators.csrf import csrf_exempt
 
-from classifier import catalog
+from classifier import catalog, runtimes
 from classifier.forms import ApiPredictForm
 from classifier.models import ApiToken
 from classifier.services import ClassificationFailed, classify_uploads
@@ -195,5 +195,7 @@ def models(request: HttpRequest) -> JsonResponse:
         }
         if choice.kind == catalog.TRAINED:
             entry["labels"] = list(choice.labels)
+        if choice.available:
+            entry.update(runtimes.runtime_for(choice.weights_path).as_dict())
         data.append(entry)
     return JsonResponse({"default": catalog.default_key(request.user), "models": data})

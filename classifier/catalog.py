@@ -55,13 +55,19 @@ class ModelChoice:
     unavailable_reason: str = ""
     recommended: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # extra facts the API lists (family, top-1, ...)
+    weights_path: Path | None = None  # the file it is built from: its LiteRT conversion is keyed by it
 
     def spec(self) -> ModelSpec:
         """What the engine needs to load and serve it; raises ModelUnavailable with the reason."""
         if not self.available:
             raise ModelUnavailable(self.unavailable_reason)
         return ModelSpec(
-            key=self.key, input_size=self.input_size, labels=self.labels, build=self.build, preprocess=self.preprocess
+            key=self.key,
+            input_size=self.input_size,
+            labels=self.labels,
+            build=self.build,
+            preprocess=self.preprocess,
+            weights_path=self.weights_path,
         )
 
     def label_text(self, label: str) -> str:
@@ -177,6 +183,7 @@ def zoo_choice(model: zoo.ZooModel, present: set[str] | None = None) -> ModelCho
         available=path is not None,
         unavailable_reason="" if path is not None else weights.missing_message(model),
         recommended=model.recommended,
+        weights_path=path,
         details={
             "family": model.family,
             "top1": model.top1,

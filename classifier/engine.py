@@ -12,6 +12,9 @@ Why it looks like this (see ../docs/PERFORMANCE.md for the numbers):
 - The first call of a graph is slow: each model is warmed once when the process loads it.
 - Models stay loaded in a small LRU cache; a per-key lock makes two first requests for the same
   model wait for one load instead of building it twice.
+- Two runtimes: a model whose checked LiteRT file exists (`classifier.lite`, converted by the
+  worker) is served by LiteRT, several times faster on CPU with the same answers; any other by
+  TensorFlow. A model served by TensorFlow switches to LiteRT once its file appears.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -33,6 +37,10 @@ log = logging.getLogger(__name__)
 
 # Largest batch sent through the model at once: bounds the activation memory of one call.
 MAX_BATCH = 32
+# How often a model served by TensorFlow looks for its LiteRT file (a stat, not a load).
+LITE_RECHECK_SECONDS = 5.0
+TENSORFLOW = "tensorflow"
+LITERT = "litert"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class ModelSpec:
     labels: Sequence[str]
     build: Callable[[], object]  # returns a keras.Model with softmax outputs
     preprocess: Callable[[np.ndarray], np.ndarray]  # uint8 batch -> model input batch
+    weights_path: Path | None = None  # the file the model comes from: its LiteRT file is keyed by it
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,8 @@ def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
 class WarmModel:
     """One loaded model with its compiled forward pass, traced and warmed once at load."""
 
+    runtime = TENSORFLOW
+
     def __init__(self, spec: ModelSpec):
         import tensorflow as tf
 
@@ -114,16 +125,50 @@ class WarmModel:
         return self._forward.experimental_get_tracing_count()
 
 
-class Engine:
-    """A per-process cache of warm models, safe to share between request threads."""
+class LiteWarmModel:
+    """One model served by LiteRT from its checked file: a pool of interpreters, no Keras model."""
 
-    def __init__(self, resolve: Callable[[str], ModelSpec], max_models: int = 3):
+    runtime = LITERT
+
+    def __init__(self, spec: ModelSpec, content: bytes, cores: int = 2):
+        from classifier.lite import LitePool
+
+        self.spec = spec
+        self.pool = LitePool(content, cores=cores)
+        size = spec.input_size
+        self.run(np.zeros((1, size, size, 3), dtype=np.uint8))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a uint8 batch of model-sized images, any length."""
+        outputs = []
+        for start in range(0, len(batch), MAX_BATCH):
+            x = np.asarray(self.spec.preprocess(batch[start : start + MAX_BATCH]), dtype=np.float32)
+            outputs.append(self.pool.run(x))
+        return np.concatenate(outputs)
+
+
+class Engine:
+    """A per-process cache of warm models, safe to share between request threads.
+
+    `lite` gives the checked LiteRT file's bytes for a spec, or None to use TensorFlow.
+    """
+
+    def __init__(
+        self,
+        resolve: Callable[[str], ModelSpec],
+        max_models: int = 3,
+        lite: Callable[[ModelSpec], bytes | None] | None = None,
+        cores: int = 2,
+    ):
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self._resolve = resolve
+        self._lite = lite
+        self.cores = cores
         self.max_models = max_models
         self._lock = threading.Lock()  # guards the dictionaries below, never held while loading
-        self._models: OrderedDict[str, WarmModel] = OrderedDict()
+        self._models: OrderedDict[str, WarmModel | LiteWarmModel] = OrderedDict()
+        self._checked: dict[str, float] = {}  # when a TensorFlow model last looked for its LiteRT file
         self._load_locks: dict[str, threading.Lock] = {}
         self._loading: set[str] = set()
         self.loads = 0  # how many models this engine built: tests and benchmarks read it
@@ -140,13 +185,15 @@ class Engine:
         seconds = time.perf_counter() - started
         return BatchResult(probabilities=probabilities, labels=warm.spec.labels, seconds=seconds)
 
-    def get(self, key: str) -> WarmModel:
+    def get(self, key: str) -> WarmModel | LiteWarmModel:
         """The warm model for key, loading it (once, whatever the concurrency) when needed."""
         with self._lock:
             warm = self._models.get(key)
             if warm is not None:
                 self._models.move_to_end(key)
-                return warm
+        if warm is not None:
+            return self._upgraded(key, warm)
+        with self._lock:
             load_lock = self._load_locks.setdefault(key, threading.Lock())
         with load_lock:
             with self._lock:
@@ -157,8 +204,10 @@ class Engine:
                 self._loading.add(key)
             try:
                 started = time.perf_counter()
-                warm = WarmModel(self._resolve(key))
-                log.info("loaded model %s in %.1f s", key, time.perf_counter() - started)
+                spec = self._resolve(key)
+                warm = self._load(spec)
+                self._checked[key] = time.monotonic()
+                log.info("loaded model %s (%s) in %.1f s", key, warm.runtime, time.perf_counter() - started)
             finally:
                 with self._lock:
                     self._loading.discard(key)
@@ -170,6 +219,45 @@ class Engine:
                     log.info("evicted model %s from the warm cache", evicted)
             gc.collect()
             return warm
+
+    def _load(self, spec: ModelSpec) -> WarmModel | LiteWarmModel:
+        """LiteRT when the model's checked file is there and loads, else TensorFlow."""
+        content = self._lite(spec) if self._lite is not None else None
+        if content:
+            try:
+                return LiteWarmModel(spec, content, self.cores)
+            except Exception:  # a damaged file must not take the model down: TensorFlow serves it
+                log.exception("could not load the LiteRT file of %s; serving it with TensorFlow", spec.key)
+        return WarmModel(spec)
+
+    def _upgraded(self, key: str, warm: WarmModel | LiteWarmModel) -> WarmModel | LiteWarmModel:
+        """A TensorFlow model whose LiteRT file appeared since it loaded moves to LiteRT."""
+        if self._lite is None or warm.runtime == LITERT:
+            return warm
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked.get(key, 0.0) < LITE_RECHECK_SECONDS:
+                return warm
+            self._checked[key] = now
+        try:
+            content = self._lite(warm.spec)
+            if not content:
+                return warm
+            lite_warm = LiteWarmModel(warm.spec, content, self.cores)
+        except Exception:  # a bad file leaves the model on TensorFlow, as the gate would
+            log.exception("could not switch %s to LiteRT; it stays on TensorFlow", key)
+            return warm
+        with self._lock:
+            if self._models.get(key) is warm:
+                self._models[key] = lite_warm
+        log.info("model %s now served by LiteRT", key)
+        return lite_warm
+
+    def runtime(self, key: str) -> str | None:
+        """'litert' or 'tensorflow' for a model warm in this process, else None."""
+        with self._lock:
+            warm = self._models.get(key)
+        return warm.runtime if warm is not None else None
 
     def state(self, key: str) -> str | None:
         """'ready' when warm in this process, 'loading' while being built, else None."""

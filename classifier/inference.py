@@ -1,7 +1,8 @@
 """The Django side of the engine: one Engine per process, fed by the catalog of models.
 
 Views and the API pick a model through `classifier.catalog` and call `get_engine()`; the engine
-itself stays free of Django and builds models through `catalog.resolve`.
+itself stays free of Django and builds models through `catalog.resolve`. It serves a model with
+LiteRT when `classifier.runtimes` has a checked conversion of its weights, else with TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import threading
 
 from django.conf import settings
 
-from classifier import catalog
-from classifier.engine import Engine, configure_threads
+from classifier import catalog, runtimes
+from classifier.engine import Engine, ModelSpec, configure_threads
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
@@ -38,13 +39,28 @@ def get_engine() -> Engine:
     configure_tensorflow()
     with _engine_lock:
         if _engine is None:
-            _engine = Engine(catalog.resolve, max_models=settings.MODEL_CACHE_SIZE)
+            _engine = Engine(
+                catalog.resolve,
+                max_models=settings.MODEL_CACHE_SIZE,
+                lite=_lite_file,
+                cores=settings.INFERENCE_CORES or runtimes.cpu_count(),
+            )
         return _engine
+
+
+def _lite_file(spec: ModelSpec) -> bytes | None:
+    """The checked LiteRT conversion of this model's weights, or None to serve it with TensorFlow."""
+    return runtimes.lite_content(spec.weights_path)
 
 
 def engine_state(key: str) -> str | None:
     """'ready' or 'loading' in this process, without creating the engine (no TensorFlow import)."""
     return _engine.state(key) if _engine is not None else None
+
+
+def engine_runtime(key: str) -> str | None:
+    """'litert' or 'tensorflow' for a model warm in this process, else None (no TensorFlow import)."""
+    return _engine.runtime(key) if _engine is not None else None
 
 
 def reset_engine() -> None:

@@ -46,7 +46,16 @@ def import_path(
     )
     if not installed.unchanged:
         forget_warm(installed.model.key)
+    convert_soon(installed)
     return installed
+
+
+def convert_soon(installed: weights.Installed) -> None:
+    """Have the worker convert the model Classify runs from this file to LiteRT (see `runtimes`)."""
+    from classifier import tasks
+
+    if installed.include_top:
+        tasks.schedule_conversions()
 
 
 def import_upload(
@@ -119,6 +128,7 @@ def fetch(download: WeightsDownload) -> tuple[str, str]:
         )
     if not installed.unchanged:
         forget_warm(model.key)
+    convert_soon(installed)
     return WeightsDownload.Status.SUCCEEDED, installed.describe()
 
 

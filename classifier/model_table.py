@@ -18,7 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from django.http import QueryDict
 
-from classifier import inference, installs, weights, zoo
+from classifier import inference, installs, runtimes, weights, zoo
 from classifier.models import Prediction, WeightsDownload
 
 LATENCY_WINDOW = 50  # the most recent predictions per model the measured latency is the median of
@@ -106,6 +106,11 @@ class ModelRow:
     def any_installed(self) -> bool:
         """Classify or training can use it: either of its files is here."""
         return self.top.installed or self.notop.installed
+
+    @property
+    def runtime(self) -> runtimes.Runtime | None:
+        """What serves Classify's requests for it here (LiteRT or TensorFlow, and why); None if not installed."""
+        return runtimes.runtime_for(self.top.path) if self.top.installed else None
 
     @property
     def missing_files(self) -> list[WeightsStatus]:

@@ -5,6 +5,10 @@ that dies mid-download is noticed by its missing heartbeat and the row marked in
 Models page never shows a download that nobody is doing, and a consumer that starts next to a
 live one never touches the live one's download.
 
+Conversions to LiteRT (`classifier.runtimes`) run here too: after a weights import or download, after
+a training job, when the worker starts, and every minute for anything still unconverted. One at a
+time, never inside a request; until a model's conversion is checked, TensorFlow serves it.
+
 Retention: with PREDICTION_RETENTION_DAYS set, a daily task deletes older predictions, rows and
 files together (the row's post_delete signal removes its files once the delete commits), so
 History never lists a prediction whose image is gone and `check_data` finds nothing to report.
@@ -19,9 +23,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task
+from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
-from classifier import installs
+from classifier import catalog, installs, runtimes
 from classifier.models import Prediction
 
 logger = logging.getLogger(__name__)
@@ -34,6 +38,41 @@ RETENTION_BATCH = 500
 def download_weights(download_id: int) -> None:
     """Fetch the file of WeightsDownload `download_id` (queued by `installs.request_download`)."""
     installs.run_download(download_id)
+
+
+@db_task()
+def convert_models() -> None:
+    """Convert every installed model without a LiteRT verdict yet, and drop conversions nobody uses."""
+    convert_pending()
+
+
+def convert_pending() -> int:
+    """The work of `convert_models`; returns how many models were converted or refused."""
+    if not runtimes.enabled():
+        return 0
+    choices = catalog.all_choices()
+    done = runtimes.convert_all(choices)
+    runtimes.prune([choice.weights_path for choice in choices if choice.available])
+    return len(done)
+
+
+def schedule_conversions() -> None:
+    """Queue `convert_models` once the current transaction commits (the new file is in place by then)."""
+    if runtimes.enabled():
+        transaction.on_commit(convert_models)
+
+
+@db_periodic_task(crontab(minute="*"))
+def convert_models_every_minute() -> None:
+    """Catches what no event announced: files installed before the worker started, a TensorFlow upgrade."""
+    convert_pending()
+
+
+@HUEY.on_startup()
+def convert_models_on_startup() -> None:
+    """A worker that starts converts what is installed without waiting for the minute."""
+    if runtimes.enabled():
+        convert_models()
 
 
 def delete_expired_predictions(now: datetime | None = None) -> int:

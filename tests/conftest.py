@@ -30,6 +30,13 @@ def data_dir(settings, tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def litert(settings) -> None:
+    """The production default (tests run TensorFlow, see tests/bootstrap.py): installed models are
+    converted to LiteRT by the worker and served by it once checked."""
+    settings.INFERENCE_RUNTIME = "litert"
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings) -> None:
     """Tests create many users; the production hasher is deliberately slow (about a second each here)."""

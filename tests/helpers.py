@@ -40,7 +40,7 @@ def noise_image_bytes(seed: int = 0, size: tuple[int, int] = (96, 96), fmt: str 
 def reinitialise(model, seed: int = 0) -> None:
     """Give a weights=None Keras application weights that make outputs depend on the input.
 
-    Keras's MobileNetV2(weights=None) answers exactly 1/1000 for every class (see PITFALLS.md):
+    Keras's MobileNetV2(weights=None) answers exactly 1/1000 for every class, so tests set
     He-normal kernels, BatchNormalization at gamma 1, beta 0.1, mean 0, variance 1.
     """
     rng = np.random.default_rng(seed)

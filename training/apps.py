@@ -8,8 +8,9 @@ class TrainingConfig(AppConfig):
     verbose_name = "Datasets and training"
 
     def ready(self) -> None:
-        from classifier import catalog
+        from classifier import catalog, runtimes
         from training import checks  # noqa: F401  (registers the checks)
-        from training.trained_models import SOURCE
+        from training.trained_models import SOURCE, validation_images
 
         catalog.register(SOURCE)  # trained models join the zoo in every model picker
+        runtimes.add_check_images(validation_images)  # their LiteRT conversion is checked on real images

@@ -15,6 +15,8 @@ from classifier import catalog
 from training.models import Dataset, TrainedModel
 
 GROUP = "Trained models"
+# Validation images a trained model's LiteRT conversion is checked on, besides the probe images.
+MAX_CHECK_IMAGES = 200
 
 
 def _load(path: Path):
@@ -42,6 +44,7 @@ def choice(model: TrainedModel) -> catalog.ModelChoice:
         preprocess=_as_float,
         available=present,
         unavailable_reason="" if present else "its model file is missing from the data folder; train it again.",
+        weights_path=path,
         details={
             "dataset": model.dataset.name,
             "dataset_id": model.dataset_id,
@@ -71,3 +74,22 @@ class TrainedSource:
 
 
 SOURCE = TrainedSource()
+
+
+def validation_images(key: str) -> np.ndarray | None:
+    """The validation images of the job behind a trained model, to check its LiteRT conversion on.
+
+    Registered with `classifier.runtimes` when the app is ready: a trained model runs on LiteRT
+    only if it gives the same answers as Keras on the images it was measured on.
+    """
+    from training import jobs, trainer
+
+    prefix = f"{catalog.TRAINED}-"
+    if not key.startswith(prefix) or not key[len(prefix) :].isdigit():
+        return None
+    model = TrainedModel.objects.select_related("job__dataset").filter(pk=int(key[len(prefix) :])).first()
+    if model is None:
+        return None
+    data, _ = jobs.training_data(model.job)
+    examples = data.validation[:MAX_CHECK_IMAGES]
+    return trainer.load_images(examples, model.input_size) if examples else None

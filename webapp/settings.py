@@ -326,6 +326,15 @@ DEFAULT_MODEL = os.getenv("DEFAULT_MODEL", "mobilenetv2")
 # share the cores: the default (0) lets TensorFlow use all of them; set lower to leave room.
 TF_INTRA_OP_THREADS = envint("TF_INTRA_OP_THREADS", 0)
 TF_INTER_OP_THREADS = envint("TF_INTER_OP_THREADS", 1)
+# Runtime of inference: "litert" serves every model whose LiteRT (XNNPACK) conversion agrees with
+# Keras through LiteRT, several times faster on CPU, and the rest through TensorFlow; "tensorflow"
+# turns LiteRT off entirely (for diagnosis). Conversions run in the worker, never in a request.
+INFERENCE_RUNTIME = os.getenv("INFERENCE_RUNTIME", "litert")
+if INFERENCE_RUNTIME not in ("litert", "tensorflow"):
+    raise ValueError(f"INFERENCE_RUNTIME must be litert or tensorflow, not {INFERENCE_RUNTIME!r}")
+# Cores one LiteRT model may use in a web process (0: every core this process may run on).
+# A lone request uses all of them; overlapping requests get one each, never more in all.
+INFERENCE_CORES = envint("INFERENCE_CORES", 0)
 # Downloads of pretrained weights happen only when an admin asks for one.
 WEIGHTS_DOWNLOAD_TIMEOUT = envint("WEIGHTS_DOWNLOAD_TIMEOUT", 30)
 

@@ -1,0 +1,235 @@
+"""Which runtime serves each model, and the worker's conversions to LiteRT.
+
+Every installed model, pretrained or trained, is converted once per weights file by the worker
+(`classifier.tasks.convert_models`: after an import, a download, a training job, and every minute
+for anything still unconverted, which covers files installed before the worker started). The
+converted file sits in DATA_DIR/lite under the weights' SHA-256 and the TensorFlow version, next
+to the verdict of its agreement check. A request never converts: until a checked file exists,
+the engine serves the model with TensorFlow, and the Models page and the API say why.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from classifier import lite
+
+log = logging.getLogger(__name__)
+
+LITERT = "litert"
+TENSORFLOW = "tensorflow"
+RUNTIME_NAMES = {LITERT: "LiteRT", TENSORFLOW: "TensorFlow"}
+
+# "<hash>-tf<version>[-int8].(tflite|json|lock)": what `converted_path` names; group 1 is the stem.
+OWN_FILE = re.compile(r"^([0-9a-f]{32}-tf[^/]+?)(-int8)?\.(tflite|json|lock)$")
+
+_hashes: dict[tuple[str, int, int], str] = {}
+_hashes_lock = threading.Lock()
+# Extra real images a source wants a conversion checked on (trained models: validation images).
+_check_images: list[Callable[[str], np.ndarray | None]] = []
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What serves a model here and, when it is TensorFlow, why (a sentence for the Models page)."""
+
+    name: str  # LITERT or TENSORFLOW
+    reason: str = ""
+    verdict: lite.Verdict | None = None
+
+    @property
+    def label(self) -> str:
+        return RUNTIME_NAMES[self.name]
+
+    def as_dict(self) -> dict:
+        data = {"runtime": self.name, "reason": self.reason}
+        if self.verdict is not None and self.verdict.checked:
+            data["agreement"] = {
+                "images": self.verdict.checked,
+                "top1": self.verdict.top1_agreement,
+                "max_difference": self.verdict.max_difference if math.isfinite(self.verdict.max_difference) else None,
+            }
+        return data
+
+
+def enabled() -> bool:
+    """INFERENCE_RUNTIME=tensorflow turns LiteRT off entirely (for diagnosis)."""
+    return settings.INFERENCE_RUNTIME == LITERT
+
+
+def lite_dir() -> Path:
+    return Path(settings.DATA_DIR) / "lite"
+
+
+def weights_hash(path: Path) -> str:
+    """SHA-256 of a weights file, computed once per file version (size and mtime) per process."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _hashes_lock:
+        known = _hashes.get(key)
+    if known is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+        known = digest.hexdigest()
+        with _hashes_lock:
+            _hashes[key] = known
+    return known
+
+
+def converted_path(weights_path: Path) -> Path:
+    """Where the LiteRT file of these weights is (or will be), for this TensorFlow."""
+    return lite_dir() / f"{lite.file_stem(weights_hash(weights_path))}.tflite"
+
+
+def runtime_for(weights_path: Path | None) -> Runtime:
+    """The runtime a model with these weights gets in a request now."""
+    if not enabled():
+        return Runtime(TENSORFLOW, "LiteRT is turned off on this server.")
+    if weights_path is None or not weights_path.is_file():
+        return Runtime(TENSORFLOW, "Not installed.")
+    try:
+        target = converted_path(weights_path)
+    except OSError:
+        return Runtime(TENSORFLOW, "The weights file cannot be read.")
+    verdict = lite.read_verdict(target)
+    if verdict is None:
+        return Runtime(TENSORFLOW, "Being converted to LiteRT by the worker; TensorFlow serves it until then.")
+    if not verdict.ok:
+        return Runtime(TENSORFLOW, f"Kept on TensorFlow: {verdict.reason}", verdict)
+    if not target.is_file():
+        return Runtime(TENSORFLOW, "The converted file is missing; the worker converts it again.")
+    return Runtime(LITERT, "", verdict)
+
+
+def lite_content(weights_path: Path | None) -> bytes | None:
+    """The checked LiteRT file's bytes for the engine, or None to serve with TensorFlow."""
+    runtime = runtime_for(weights_path)
+    if runtime.name != LITERT:
+        return None
+    try:
+        return converted_path(weights_path).read_bytes()
+    except OSError:
+        return None
+
+
+def add_check_images(source: Callable[[str], np.ndarray | None]) -> None:
+    """Register a source of real images (uint8, model size) to check a model's conversion with."""
+    if source not in _check_images:
+        _check_images.append(source)
+
+
+def needs_conversion(weights_path: Path | None) -> bool:
+    if not enabled() or weights_path is None or not weights_path.is_file():
+        return False
+    return lite.read_verdict(converted_path(weights_path)) is None and not converted_path(weights_path).exists()
+
+
+def convert(key: str, weights_path: Path, input_size: int, build, preprocess) -> lite.Verdict | None:
+    """Convert one model and check it (in the worker). None when another process is doing it.
+
+    A lock file per converted file keeps two consumers (or two machines on shared storage)
+    from converting the same weights at once; the second finds the verdict afterwards.
+    """
+    target = converted_path(weights_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        try:
+            if lite.read_verdict(target) is not None:
+                return lite.read_verdict(target)
+            images = lite.probe_images(input_size)
+            for source in _check_images:
+                extra = source(key)
+                if extra is not None and len(extra):
+                    images = np.concatenate([images, extra.astype(np.uint8)])
+            verdict = lite.convert_and_check(build(), preprocess, images, target)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    if verdict.ok:
+        log.info(
+            "Converted %s to LiteRT in %.1f s; agrees on %d images.", key, verdict.convert_seconds, verdict.checked
+        )
+    else:
+        log.warning("%s stays on TensorFlow: %s", key, verdict.reason)
+    return verdict
+
+
+def convert_all(choices: Iterable) -> list[tuple[str, lite.Verdict]]:
+    """Convert every installed model of `choices` that has no verdict yet (worker, one at a time)."""
+    done = []
+    for choice in choices:
+        path = getattr(choice, "weights_path", None)
+        if not choice.available or not needs_conversion(path):
+            continue
+        verdict = convert(choice.key, path, choice.input_size, choice.build, choice.preprocess)
+        if verdict is not None:
+            done.append((choice.key, verdict))
+    return done
+
+
+def prune(in_use: Iterable[Path | None], min_age_seconds: float = 3600) -> int:
+    """Remove conversions of weights no model uses any more (replaced, deleted, older TensorFlow).
+
+    Only this module's own files (`<hash>-tf<version>.*` at the top of DATA_DIR/lite), and
+    leftovers of interrupted writes once they are an hour old. Returns how many files went.
+    """
+    folder = lite_dir()
+    if not folder.is_dir():
+        return 0
+    keep = set()
+    for path in in_use:
+        try:
+            if path is not None and path.is_file():
+                keep.add(lite.file_stem(weights_hash(path)))
+        except OSError:
+            continue
+    removed = 0
+    now = time.time()
+    for entry in folder.iterdir():
+        if not entry.is_file():
+            continue
+        if entry.name.startswith("."):
+            stale = now - entry.stat().st_mtime > min_age_seconds
+        else:
+            own = OWN_FILE.match(entry.name)
+            stale = own is not None and own.group(1) not in keep
+        if stale:
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def forget_conversions(weights_path: Path) -> None:
+    """Remove a model's converted file and verdict (its weights were removed or replaced)."""
+    try:
+        target = converted_path(weights_path)
+    except OSError:
+        return
+    for path in (target, target.with_suffix(".json"), target.with_suffix(".lock")):
+        path.unlink(missing_ok=True)
+
+
+def cpu_count() -> int:
+    """Cores this process may use (a container's or a taskset's limit counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
