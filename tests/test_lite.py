@@ -194,7 +194,9 @@ def squeeze_excite_net():
 
 
 @pytest.mark.parametrize(
-    "build", [residual_net, convnext_style_net, squeeze_excite_net], ids=["residual", "convnext-style", "squeeze-excite"]
+    "build",
+    [residual_net, convnext_style_net, squeeze_excite_net],
+    ids=["residual", "convnext-style", "squeeze-excite"],
 )
 def test_litert_agrees_with_keras_across_architecture_families(build, tmp_path):
     model = build()

@@ -153,9 +153,9 @@ def test_a_no_head_file_is_not_converted_for_classify(litert, install_weights):
 def test_a_trained_model_is_checked_on_its_validation_images_before_it_runs_on_litert(
     alice, install_weights, django_capture_on_commit_callbacks, settings
 ):
+    from tests.training_helpers import TRAIN_BASE, colour_dataset
     from training import jobs, trainer
     from training.models import TrainedModel
-    from tests.training_helpers import TRAIN_BASE, colour_dataset
 
     install_weights(TRAIN_BASE, include_top=False)
     dataset = colour_dataset(alice, per_label=8)
