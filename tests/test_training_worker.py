@@ -33,8 +33,8 @@ print(json.dumps(ids))
 """
 
 
-def _env(tmp_path: Path) -> dict:
-    return {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+def _env(tmp_path: Path, **extra: str) -> dict:
+    return {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
 def _manage(env: dict, *args: str) -> str:
@@ -44,8 +44,8 @@ def _manage(env: dict, *args: str) -> str:
     return done.stdout
 
 
-def _setup(tmp_path: Path, *configs: dict) -> tuple[dict, list[int]]:
-    env = _env(tmp_path)
+def _setup(tmp_path: Path, *configs: dict, **extra_env: str) -> tuple[dict, list[int]]:
+    env = _env(tmp_path, **extra_env)
     _manage(env, "migrate", "-v", "0")
     script = tmp_path / "setup.py"
     script.write_text(
@@ -93,7 +93,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def test_the_training_worker_runs_a_queued_job_end_to_end(tmp_path):
-    env, [job_id] = _setup(tmp_path, {"epochs": 8})
+    """With LiteRT on, as in production: the base is converted once and computes the features."""
+    env, [job_id] = _setup(tmp_path, {"epochs": 8}, INFERENCE_RUNTIME="litert")
     worker = _worker(env, tmp_path / "worker.log")
     try:
         job = _wait(tmp_path, job_id, lambda j: j["status"] not in ("queued", "running"))
@@ -105,6 +106,9 @@ def test_the_training_worker_runs_a_queued_job_end_to_end(tmp_path):
     assert (tmp_path / "models" / str(job_id) / "model.keras").exists()
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:
         assert db.execute("SELECT count(*) FROM training_trainedmodel WHERE job_id = ?", (job_id,)).fetchone()[0] == 1
+    assert json.loads(job["strategy"])["features"] == "LiteRT"
+    assert json.loads(job["timings"])["features_convert_s"] > 0
+    assert len(list((tmp_path / "lite" / "features").glob("*/*.tflite"))) == 1
 
 
 def test_a_second_worker_recovers_the_job_of_a_worker_killed_mid_training(tmp_path):

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from classifier import inference, zoo
+from classifier import inference, runtimes, zoo
 from classifier.weights import installed_filenames
 from training import base_layers, exporting, storage, trainer
 from training.models import Dataset, ImportJob, TrainedModel, TrainingJob
@@ -290,6 +290,7 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
         on_progress=reporter.progress,
         on_epoch=reporter.epoch,
         should_stop=reporter.should_stop,
+        lite=lite_features(base_model),
     )
     validation = result.evaluation.get("validation", {})
     notes = notes + list(result.notes)
@@ -329,6 +330,26 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
     if reporter.stop and not reporter.lost:
         message += " Building the exports was cancelled."
     TrainingJob.transition(job.pk, TrainingJob.Status.SUCCEEDED, message=message, exports=exports, percent=100)
+
+
+def lite_features(base_model: zoo.ZooModel) -> trainer.LiteFeatures:
+    """Whether this job's features may come from LiteRT, and where its converted base is kept.
+
+    The converted base (no head, preprocessing and pooling included) sits in DATA_DIR/lite/features,
+    one folder per base, named by the weights file's SHA-256 and the TensorFlow version: a job on
+    the same base reuses it, a replaced weights file or a TensorFlow upgrade converts again.
+    """
+    if getattr(settings, "INFERENCE_RUNTIME", runtimes.LITERT) == runtimes.TENSORFLOW:
+        return trainer.LiteFeatures.off("LiteRT is turned off on this server.")
+    found = trainer.base_file(base_model, settings.WEIGHTS_DIR)
+    try:
+        weights_id = runtimes.weights_hash(found[0]) if found is not None else ""
+    except OSError:
+        weights_id = ""
+    if not weights_id:
+        return trainer.LiteFeatures.off("The base's weights file cannot be read.")
+    threads = settings.TF_INTRA_OP_THREADS or runtimes.cpu_count()  # the training worker owns the cores
+    return trainer.LiteFeatures(runtimes.lite_dir() / "features", weights_id, threads=threads)
 
 
 def _build_exports(job: TrainingJob, result: trainer.TrainResult, data: trainer.TrainData, reporter) -> dict:

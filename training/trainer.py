@@ -45,7 +45,8 @@ import numpy as np
 
 from classifier import imaging, zoo
 from classifier.weights import installed_path, missing_message
-from training import evaluation
+from training import evaluation, lite_features
+from training.lite_features import LiteFeatures
 
 log = logging.getLogger(__name__)
 
@@ -562,12 +563,18 @@ def run(
     on_progress: Callable[[ProgressEvent], None] = _noop,
     on_epoch: Callable[[EpochResult], None] = _noop,
     should_stop: Callable[[], bool] = lambda: False,
+    lite: LiteFeatures | None = None,
 ) -> TrainResult:
-    """Train, evaluate and save a model; raises TrainingError (a sentence) or Cancelled."""
+    """Train, evaluate and save a model; raises TrainingError (a sentence) or Cancelled.
+
+    `lite` lets the frozen base's features be computed by LiteRT (converted, cached and checked
+    by `training.lite_features`); without it TensorFlow computes them.
+    """
     config.validate()
     data.check()
+    lite = lite or LiteFeatures.off("LiteRT was not asked for.")
     try:
-        return _run(config, base, data, Path(workdir), on_progress, on_epoch, should_stop)
+        return _run(config, base, data, Path(workdir), on_progress, on_epoch, should_stop, lite)
     except (TrainingError, Cancelled):
         raise
     except MemoryError:
@@ -587,7 +594,9 @@ def _release() -> None:
     gc.collect()
 
 
-def _run(config, base_spec: Base, data: TrainData, workdir: Path, on_progress, on_epoch, should_stop) -> TrainResult:
+def _run(
+    config, base_spec: Base, data: TrainData, workdir: Path, on_progress, on_epoch, should_stop, lite: LiteFeatures
+) -> TrainResult:
     import keras
 
     timings: dict[str, float] = {}
@@ -656,7 +665,6 @@ def _run(config, base_spec: Base, data: TrainData, workdir: Path, on_progress, o
         return load_images(chosen, size, should_stop)
 
     extractor = _feature_extractor(base, pre, size)
-    extract_fn = _forward_fn(extractor, size)
     feature_size = int(extractor.output.shape[-1])
     head = build_head(feature_size, classes, config)
     weights = _class_weights(truth["train"], classes) if config.class_weights else np.ones(classes, np.float32)
@@ -677,6 +685,17 @@ def _run(config, base_spec: Base, data: TrainData, workdir: Path, on_progress, o
     # --- Transfer: the frozen base, the head learns.
     t = time.monotonic()
     if cached:
+        extract_fn, path = _features_forward(
+            extractor, base_spec, lite, lambda idx: images_of("train", data.train, idx), n_train, tracker,
+            memory_left_mb=config.memory_mb - plan.estimate_mb,
+        )  # fmt: skip
+        strategy["features"] = path.description
+        if path.checked:
+            strategy["features_check"] = {"images": path.checked, "max_difference": path.max_difference}
+        timings["features_prepare_s"] = time.monotonic() - t
+        timings["features_convert_s"] = path.convert_seconds
+        if path.forward is None and lite.folder is not None:
+            notes.append(f"The base's features were computed with TensorFlow: {path.reason}")
         # Each image is decoded once; its views all go through the base from that one decode.
         train_views = _extract_views(extract_fn, feature_size, lambda idx: images_of("train", data.train, idx),
                                      n_train, views, augmenter, tracker)  # fmt: skip
@@ -687,6 +706,7 @@ def _run(config, base_spec: Base, data: TrainData, workdir: Path, on_progress, o
         }  # fmt: skip
         tracker.finish("features")
         timings["features_s"] = time.monotonic() - t
+        del extract_fn, path  # a LiteRT interpreter holds its own copy of the weights
         rng = np.random.default_rng(config.seed)
 
         def train_batches_fn(order: np.ndarray):
@@ -792,6 +812,26 @@ def _feature_extractor(base, pre, size: int):
     return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
 
 
+def _features_forward(
+    extractor, base_spec: Base, lite: LiteFeatures, train_images, n_train: int, tracker: _Tracker,
+    memory_left_mb: float,
+):  # fmt: skip
+    """The frozen base's features: LiteRT when its conversion agrees with Keras, else TensorFlow.
+
+    Returns (forward, lite_features.FeaturePath). The job's own check images are spread over the
+    training set (a few labels rather than the first one's images). LiteRT is skipped when its
+    interpreter (and the conversion, the first time) would not fit what the memory plan leaves.
+    """
+    size = base_spec.input_size
+    if lite.folder is not None:
+        tracker.announce("features")  # converting a base the first time takes seconds to minutes
+    chosen = np.unique(np.linspace(0, n_train - 1, min(lite_features.JOB_CHECK_IMAGES, n_train)).astype(int))
+    path = lite_features.lite_path(
+        extractor, base_spec.key, size, lite, lambda: train_images(chosen), memory_left_mb=memory_left_mb
+    )
+    return (path.forward or _forward_fn(extractor, size)), path
+
+
 def _forward_fn(model, size: int):
     """One compiled forward pass for any batch size (model.predict costs tens of ms per call)."""
     import tensorflow as tf
@@ -808,14 +848,19 @@ def _extract_views(
     tracker: _Tracker,
 ) -> np.ndarray:  # fmt: skip
     """Features of `count` images, shape (views, count, features): FEATURE_BATCH images at a time,
-    each batch decoded once for all its views; one progress step per forward pass."""
+    each batch decoded once for all its views; one progress step per forward pass. The next batch
+    is decoded while the base runs on this one (the forward pass leaves the cores idle between
+    its calls, and LiteRT made it short enough for decoding to show)."""
     out = np.empty((views, count, feature_size), np.float32)
-    for start in range(0, count, FEATURE_BATCH):
-        idx = np.arange(start, min(start + FEATURE_BATCH, count))
-        images = np.asarray(batch_of(idx), np.float32)
-        for view in range(views):
-            out[view, idx] = np.asarray(forward(_view(images, augmenter, view)))
-            tracker.step("features")
+    batches = [np.arange(start, min(start + FEATURE_BATCH, count)) for start in range(0, count, FEATURE_BATCH)]
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(batch_of, batches[0]) if batches else None
+        for i, idx in enumerate(batches):
+            images = np.asarray(pending.result(), np.float32)
+            pending = reader.submit(batch_of, batches[i + 1]) if i + 1 < len(batches) else None
+            for view in range(views):
+                out[view, idx] = np.asarray(forward(_view(images, augmenter, view)))
+                tracker.step("features")
     return out
 
 
@@ -878,7 +923,6 @@ def _fit(
     weights_tensor = tf.constant(class_weights)
     variables = model.trainable_variables
 
-    @tf.function(reduce_retracing=True)
     def train_step(x, labels):
         onehot = tf.one_hot(labels, classes)
         with tf.GradientTape() as tape:
@@ -891,6 +935,7 @@ def _fit(
         return tf.reduce_sum(per_image), hits
 
     rng = np.random.default_rng(config.seed + (1 if phase == PHASE_FINE_TUNE else 0))
+    compiled = None
     best_loss, best_epoch, best_weights, waited = math.inf, 0, None, 0
     batches_per_epoch = math.ceil(count / batch_size)
     for epoch in range(1, epochs + 1):
@@ -898,7 +943,10 @@ def _fit(
         order = rng.permutation(count)
         total_loss = total_hits = 0.0
         for b, (x, idx) in enumerate(batches(order), start=1):
-            loss_sum, hits = train_step(_tensors(x), tf.constant(y[idx]))
+            x = _tensors(x)
+            if compiled is None:  # traced once for every batch length (the last batch is shorter)
+                compiled = tf.function(train_step, input_signature=[_free_batch(x), tf.TensorSpec([None], tf.int64)])
+            loss_sum, hits = compiled(x, tf.constant(y[idx], tf.int64))
             total_loss += float(loss_sum)
             total_hits += float(hits)
             tracker.step(phase, epoch=epoch, epochs=epochs, batch=b, batches=batches_per_epoch)
@@ -938,6 +986,15 @@ def _tensors(x):
     if isinstance(x, list | tuple):
         return [tf.constant(part) for part in x]
     return tf.constant(x)
+
+
+def _free_batch(x):
+    """The TensorSpec(s) of a batch with its length left free."""
+    import tensorflow as tf
+
+    if isinstance(x, list | tuple):
+        return [tf.TensorSpec([None, *part.shape[1:]], part.dtype) for part in x]
+    return tf.TensorSpec([None, *x.shape[1:]], x.dtype)
 
 
 def _predict_array(predict, x) -> np.ndarray:
