@@ -1,10 +1,10 @@
-"""Admin for the inference app: predictions with thumbnails, API tokens (hash only)."""
+"""Admin for the inference app: predictions with thumbnails, API tokens (hash only), downloads, int8."""
 
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from classifier.models import ApiToken, Prediction, WeightsDownload
+from classifier.models import ApiToken, Int8Calibration, Prediction, WeightsDownload
 
 
 @admin.register(Prediction)
@@ -71,3 +71,29 @@ class WeightsDownloadAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(Int8Calibration)
+class Int8CalibrationAdmin(admin.ModelAdmin):
+    """Read-only record of int8 conversions; a model's page starts them and switches them on or off."""
+
+    list_display = ("model_key", "source", "status", "agreement", "enabled", "requested_by", "created_at")
+    list_filter = ("status", "enabled", "source_kind")
+    search_fields = ("model_key", "source", "message")
+    readonly_fields = ("model_key", "weights_hash", "source_kind", "source", "dataset_id", "status", "phase", "images",
+                       "calibration_images", "checked_images", "agreeing_images", "held_out", "reference",
+                       "integer_only", "enabled", "switched_at", "message", "detail", "requested_by", "worker",
+                       "created_at", "started_at", "heartbeat_at", "finished_at")  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Top-1 agreement with float32")
+    def agreement(self, obj: Int8Calibration) -> str:
+        if obj.top1_agreement is None:
+            return "—"
+        return f"{obj.agreeing_images} of {obj.checked_images} ({obj.agreement_text})"

@@ -257,3 +257,189 @@ def _write_atomically(path: Path, content: bytes) -> None:
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
+
+
+# --- Int8 (an administrator's choice per model, never automatic) -------------------------------
+# Full integer quantization runs about twice as fast as float32 on CPU, but rounds every
+# activation to 256 levels: some answers change. It is calibrated on real images (the range of
+# each activation comes from them), and its top-1 agreement with float32 is measured on images it
+# was not calibrated on, so an administrator switches it on knowing what it costs.
+
+# Calibration images beyond this add conversion time, not accuracy (the same cap as the exports).
+INT8_MAX_CALIBRATION = 200
+# With fewer images than this, none are held out: calibration and agreement use all of them.
+INT8_MIN_HELD_OUT = 20
+# Every INT8_HOLD_OUT_EVERY-th image is kept for measuring agreement, never seen by calibration.
+INT8_HOLD_OUT_EVERY = 4
+INT8_BATCH = 16
+
+
+@dataclass(frozen=True)
+class Int8Verdict:
+    """What an int8 conversion gave: how many images calibrated it and how often it agrees with float32."""
+
+    ok: bool  # converted and runs; agreement is reported, never a gate (the administrator decides)
+    reason: str  # why not ok, a sentence
+    calibration_images: int
+    checked: int  # images the agreement was measured on
+    agreeing: int  # of those, images with the same top-1 as float32
+    held_out: bool  # measured on images calibration never saw (False: too few images to hold some out)
+    reference: str = ""  # what float32 means here: "LiteRT float32" or "Keras float32"
+    integer_only: bool = True  # every operation in int8 (False: some kept in float where int8 has no kernel)
+    max_difference: float = 0.0
+    convert_seconds: float = 0.0
+    tensorflow: str = ""
+
+    @property
+    def top1_agreement(self) -> float:
+        return self.agreeing / self.checked if self.checked else 0.0
+
+    @property
+    def agreement_text(self) -> str:
+        return agreement_text(self.agreeing, self.checked)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Int8Verdict:
+        fields = cls.__dataclass_fields__
+        return cls(**{name: value for name, value in data.items() if name in fields})
+
+
+def convert_int8(model: Any, preprocess: Any, calibration: np.ndarray, integer_only: bool = True) -> bytes:
+    """TFLite int8 flatbuffer calibrated on `calibration` (uint8 images), with float32 input and output.
+
+    The input and output stay float32 so the engine feeds it exactly what it feeds the float32
+    file (its preprocessing unchanged) and reads probabilities; the converter quantizes inside.
+    `integer_only=False` lets operations without an int8 kernel stay in float32.
+    """
+    import tensorflow as tf
+
+    if not len(calibration):
+        raise ConversionFailed("There are no images to calibrate the int8 model with.")
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for start in range(0, len(calibration), INT8_BATCH):
+            batch = np.asarray(preprocess(calibration[start : start + INT8_BATCH]), dtype=np.float32)
+            for image in batch:
+                yield [image[None]]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    if integer_only:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # "Statistics for quantized inputs were expected": the input is float
+        return converter.convert()
+
+
+def agreement_text(agreeing: int, checked: int) -> str:
+    """A share as "97.8%": one decimal, and never "100.0%" unless every image agreed."""
+    if not checked:
+        return "—"
+    if agreeing == checked:
+        return "100%"
+    return f"{min(agreeing / checked * 100, 99.9):.1f}%"
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+    """(images with the same top-1 answer, images compared)."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    if reference.shape != candidate.shape or not len(reference):
+        return 0, len(reference)
+    return int(np.sum(reference.argmax(axis=1) == candidate.argmax(axis=1))), len(reference)
+
+
+def int8_split(count: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Indices to calibrate on, indices to measure agreement on, and whether those are held out.
+
+    Every INT8_HOLD_OUT_EVERY-th image is held out (spread evenly: sources are often sorted by
+    label); calibration takes at most INT8_MAX_CALIBRATION of the rest, also spread evenly. With
+    fewer than INT8_MIN_HELD_OUT images both use all of them, and the verdict says so.
+    """
+    every = np.arange(count)
+    if count < INT8_MIN_HELD_OUT:
+        calibrate, measure, held_out = every, every, False
+    else:
+        measure = every[INT8_HOLD_OUT_EVERY - 1 :: INT8_HOLD_OUT_EVERY]
+        calibrate, held_out = np.setdiff1d(every, measure), True
+    if len(calibrate) > INT8_MAX_CALIBRATION:
+        calibrate = calibrate[np.linspace(0, len(calibrate) - 1, INT8_MAX_CALIBRATION).round().astype(int)]
+    return calibrate, measure, held_out
+
+
+def convert_int8_and_measure(
+    model: Any,
+    preprocess: Any,
+    images: np.ndarray,
+    target: Path,
+    reference: Any,
+    reference_name: str,
+) -> Int8Verdict:
+    """Convert `model` to int8 on part of `images` (uint8), measure top-1 agreement on the rest.
+
+    `reference(x)` gives the float32 model's probabilities for a preprocessed batch. The file is
+    kept at `target` when it converted and runs; the verdict goes next to it either way
+    (`target.with_suffix(".json")`), so the Models page can say what happened.
+    """
+    import tensorflow as tf
+
+    calibrate, measure, held_out = int8_split(len(images))
+    started = time.perf_counter()
+    content, integer_only, failure = b"", True, ""
+    for integer_only in (True, False):
+        try:
+            content = convert_int8(model, preprocess, images[calibrate], integer_only=integer_only)
+            break
+        except Exception as exc:  # an op without an int8 kernel: try again with float fallback
+            failure = _first_line(exc)
+    seconds = round(time.perf_counter() - started, 2)
+    agreeing, checked, difference, reason = 0, 0, float("inf"), ""
+    if not content:
+        reason = f"The int8 conversion failed: {failure}"
+    else:
+        try:
+            interpreter = LiteModel(content, threads=2)
+            expected, got = [], []
+            for start in range(0, len(measure), INT8_BATCH):
+                x = np.asarray(preprocess(images[measure[start : start + INT8_BATCH]]), dtype=np.float32)
+                expected.append(np.asarray(reference(x), dtype=np.float64))
+                got.append(np.asarray(interpreter.run(x), dtype=np.float64))
+            expected_all, got_all = np.concatenate(expected), np.concatenate(got)
+            if not np.all(np.isfinite(got_all)):
+                reason = "The int8 model gives invalid numbers (NaN or infinity)."
+            else:
+                agreeing, checked = top1_agreement(expected_all, got_all)
+                difference = float(np.max(np.abs(expected_all - got_all))) if got_all.size else 0.0
+        except Exception as exc:
+            reason = f"The int8 model does not run: {_first_line(exc)}"
+    verdict = Int8Verdict(
+        ok=not reason,
+        reason=reason,
+        calibration_images=len(calibrate),
+        checked=checked,
+        agreeing=agreeing,
+        held_out=held_out,
+        reference=reference_name,
+        integer_only=integer_only,
+        max_difference=difference if np.isfinite(difference) else -1.0,
+        convert_seconds=seconds,
+        tensorflow=tf.__version__,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if verdict.ok:
+        _write_atomically(target, content)
+    else:
+        target.unlink(missing_ok=True)
+    _write_atomically(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
+    return verdict
+
+
+def read_int8_verdict(target: Path) -> Int8Verdict | None:
+    """The recorded verdict of an int8 file, or None when it was never converted."""
+    try:
+        return Int8Verdict.from_dict(json.loads(target.with_suffix(".json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None

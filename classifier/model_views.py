@@ -1,4 +1,8 @@
-"""The Models page, a model's page, and installing weights from them (administrators only)."""
+"""The Models page, a model's page, and installing weights from them (administrators only).
+
+A model's page also holds its int8 switch (`classifier.int8`): administrators calibrate, switch on
+and switch back; everyone else sees the state.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
-from classifier import installs, model_table, weights, zoo
+from classifier import catalog, installs, int8, model_table, weights, zoo
+from classifier.int8_forms import Int8CalibrationForm
 from classifier.models import WeightsDownload
 from classifier.weights_forms import DownloadForm, WeightsUploadForm
 from webapp.http import HtmxHttpRequest, form_status
@@ -110,6 +115,7 @@ def model_detail(request: HtmxHttpRequest, key: str) -> HttpResponse:
         return render(request, "classifier/partials/_model_weights.html", context)
     if request.user.is_staff:
         context["upload_form"] = WeightsUploadForm(initial={"model": model.key})
+    context["int8"] = _int8_card(request, model)
     return render(request, "classifier/model_detail.html", context)
 
 
@@ -233,3 +239,85 @@ def download_weights(request: HttpRequest, key: str) -> HttpResponse:
     else:
         messages.info(request, f"{wf.filename} is already being downloaded; this page shows its progress.")
     return redirect(back)
+
+
+# --- Int8 ------------------------------------------------------------------------------------
+def _int8_card(request: HttpRequest, model: zoo.ZooModel, form: Int8CalibrationForm | None = None) -> int8.Card | None:
+    """The int8 card of an installed model; administrators get the calibration form."""
+    choice = catalog.zoo_choice(model)
+    if not choice.available:
+        return None
+    staff = request.user.is_staff
+    if staff and form is None:
+        form = Int8CalibrationForm(datasets=int8.datasets_for(request.user))
+    urls = {
+        name: reverse(f"classifier:model_int8{suffix}", args=[model.key])
+        for name, suffix in (("status", ""), ("start", "_start"), ("switch", "_switch"), ("cancel", "_cancel"))
+    }
+    return int8.card(choice, can_switch=staff, urls=urls, form=form if staff else None)
+
+
+def _int8_refused(
+    request: HttpRequest, model: zoo.ZooModel, message: str, form: Int8CalibrationForm | None = None, status: int = 409
+) -> HttpResponse:
+    """The model's page again with the refusal: a 4xx, so scripts tell it from a success."""
+    messages.error(request, message)
+    context = _detail_context(model)
+    context["upload_form"] = WeightsUploadForm(initial={"model": model.key})
+    context["int8"] = _int8_card(request, model, form)
+    return render(request, "classifier/model_detail.html", context, status=status)
+
+
+def _int8_page(model: zoo.ZooModel) -> str:
+    return reverse("classifier:model_detail", args=[model.key]) + "#int8"
+
+
+@require_safe
+def int8_status(request: HttpRequest, key: str) -> HttpResponse:
+    """The int8 card alone: it polls itself while a conversion is queued or running."""
+    model = _get_model_or_404(key)
+    return render(request, "classifier/partials/_int8.html", {"int8": _int8_card(request, model)})
+
+
+@require_POST
+def int8_start(request: HttpRequest, key: str) -> HttpResponse:
+    """Queue an int8 conversion calibrated on the chosen dataset or uploaded zip (administrators)."""
+    _require_staff(request)
+    model = _get_model_or_404(key)
+    form = Int8CalibrationForm(request.POST, request.FILES, datasets=int8.datasets_for(request.user))
+    if not form.is_valid():
+        errors = [str(error) for field_errors in form.errors.values() for error in field_errors]
+        return _int8_refused(request, model, " ".join(errors), form, status=form_status(request, form))
+    try:
+        int8.request_calibration(catalog.zoo_choice(model), user=request.user, **form.source())
+    except int8.Int8Refused as refusal:
+        return _int8_refused(request, model, str(refusal), form, status=form_status(request, conflict=True))
+    messages.info(
+        request,
+        f"Int8 conversion of {model.name} queued, calibrated on {form.source()['source']}. The int8 card shows its "
+        "progress; the model runs on float32 until you switch int8 on.",
+    )
+    return redirect(_int8_page(model))
+
+
+@require_POST
+def int8_switch(request: HttpRequest, key: str) -> HttpResponse:
+    """Switch a model to its ready int8 file (`to=int8`) or back to float32 (administrators)."""
+    _require_staff(request)
+    model = _get_model_or_404(key)
+    to = request.POST.get("to", "")
+    try:
+        message = int8.switch(catalog.zoo_choice(model), to)
+    except int8.Int8Refused as refusal:
+        conflict = to in ("int8", "float32")  # a known request refused in this state (409), else bad input (400)
+        return _int8_refused(request, model, str(refusal), status=409 if conflict else 400)
+    messages.success(request, message)
+    return redirect(_int8_page(model))
+
+
+@require_POST
+def int8_cancel(request: HttpRequest, key: str) -> HttpResponse:
+    _require_staff(request)
+    model = _get_model_or_404(key)
+    messages.info(request, int8.cancel(catalog.zoo_choice(model)))
+    return redirect(_int8_page(model))

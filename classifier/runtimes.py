@@ -6,6 +6,10 @@ for anything still unconverted, which covers files installed before the worker s
 converted file sits in DATA_DIR/lite under the weights' SHA-256 and the TensorFlow version, next
 to the verdict of its agreement check. A request never converts: until a checked file exists,
 the engine serves the model with TensorFlow, and the Models page and the API say why.
+
+Int8 is an administrator's choice per model (`classifier.int8`): once calibrated on real images
+and switched on, `lite_content` gives the engine the int8 file (`<stem>-int8.tflite`, next to the
+float32 one and pruned with it) instead of the float32 one. Off by default.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from django.conf import settings
+from django.db import DatabaseError
 
 from classifier import lite
 
@@ -40,6 +46,35 @@ _hashes: dict[tuple[str, int, int], str] = {}
 _hashes_lock = threading.Lock()
 # Extra real images a source wants a conversion checked on (trained models: validation images).
 _check_images: list[Callable[[str], np.ndarray | None]] = []
+# Sources of real images to calibrate int8 with (the training app: training splits, datasets).
+_calibration_sources: list[CalibrationSource] = []
+FLOAT32 = "float32"
+INT8 = "int8"
+
+
+class CalibrationError(Exception):
+    """No usable calibration images; str() says why, for the administrator."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Real images (uint8, model size) to calibrate int8 with, and where they come from in words."""
+
+    images: np.ndarray
+    source: str  # "the dataset “Pets”", "the training split of job 12"
+
+
+class CalibrationSource(Protocol):
+    """Where int8 calibration images come from, besides an uploaded zip (registered by the training app)."""
+
+    def model_images(self, key: str, size: int, limit: int) -> Calibration | None:
+        """A model's own images (a trained model's training split), or None for models it does not know."""
+
+    def datasets(self, user) -> list[tuple[int, str, int]]:
+        """(id, name, image count) of the datasets `user` may calibrate with."""
+
+    def dataset_images(self, dataset_id: int, size: int, limit: int) -> Calibration | None:
+        """At most `limit` images of a dataset, spread over it, or None when it does not exist."""
 
 
 @dataclass(frozen=True)
@@ -49,18 +84,30 @@ class Runtime:
     name: str  # LITERT or TENSORFLOW
     reason: str = ""
     verdict: lite.Verdict | None = None
+    precision: str = FLOAT32  # INT8 once an administrator switched the model to its calibrated int8 file
+    int8: lite.Int8Verdict | None = None  # with INT8: its measured agreement with float32
+    int8_source: str = ""  # with INT8: what it was calibrated on, in words
 
     @property
     def label(self) -> str:
-        return RUNTIME_NAMES[self.name]
+        return f"{RUNTIME_NAMES[self.name]} int8" if self.precision == INT8 else RUNTIME_NAMES[self.name]
 
     def as_dict(self) -> dict:
-        data = {"runtime": self.name, "reason": self.reason}
+        data = {"runtime": self.name, "reason": self.reason, "precision": self.precision}
         if self.verdict is not None and self.verdict.checked:
             data["agreement"] = {
                 "images": self.verdict.checked,
                 "top1": self.verdict.top1_agreement,
                 "max_difference": self.verdict.max_difference if math.isfinite(self.verdict.max_difference) else None,
+            }
+        if self.int8 is not None:
+            data["int8"] = {
+                "images": self.int8.checked,
+                "agreeing": self.int8.agreeing,
+                "top1_agreement_with_float32": round(self.int8.top1_agreement, 4),
+                "held_out": self.int8.held_out,
+                "calibration": self.int8_source,
+                "calibration_images": self.int8.calibration_images,
             }
         return data
 
@@ -96,8 +143,46 @@ def converted_path(weights_path: Path) -> Path:
     return lite_dir() / f"{lite.file_stem(weights_hash(weights_path))}.tflite"
 
 
+def int8_path(weights_path: Path) -> Path:
+    """Where the int8 file of these weights is (or will be): next to the float32 one, pruned with it."""
+    return lite_dir() / f"{lite.file_stem(weights_hash(weights_path))}-int8.tflite"
+
+
+def int8_switched_on(weights_path: Path) -> tuple[lite.Int8Verdict, str] | None:
+    """The int8 verdict and calibration source when an administrator switched these weights to int8
+    and its file is there; None means float32."""
+    from classifier.models import Int8Calibration
+
+    try:
+        digest, target = weights_hash(weights_path), int8_path(weights_path)
+    except OSError:
+        return None
+    try:
+        row = Int8Calibration.serving(digest)
+    except DatabaseError:  # a locked or unmigrated database must not take the model down: float32 serves
+        log.warning("Could not read the int8 switch of %s; serving float32.", weights_path.name)
+        return None
+    if row is None or not target.is_file():
+        return None
+    verdict = lite.read_int8_verdict(target)
+    if verdict is None or not verdict.ok:
+        return None
+    return verdict, row.source_text
+
+
 def runtime_for(weights_path: Path | None) -> Runtime:
     """The runtime a model with these weights gets in a request now."""
+    runtime = _float32_runtime(weights_path)
+    if not enabled() or weights_path is None or not weights_path.is_file():
+        return runtime
+    int8 = int8_switched_on(weights_path)
+    if int8 is None:
+        return runtime
+    return Runtime(LITERT, "", runtime.verdict, precision=INT8, int8=int8[0], int8_source=int8[1])
+
+
+def _float32_runtime(weights_path: Path | None) -> Runtime:
+    """LiteRT float32 when its checked file is there, else TensorFlow and why."""
     if not enabled():
         return Runtime(TENSORFLOW, "LiteRT is turned off on this server.")
     if weights_path is None or not weights_path.is_file():
@@ -117,14 +202,37 @@ def runtime_for(weights_path: Path | None) -> Runtime:
 
 
 def lite_content(weights_path: Path | None) -> bytes | None:
-    """The checked LiteRT file's bytes for the engine, or None to serve with TensorFlow."""
+    """The LiteRT file's bytes for the engine (int8 when switched on, else the checked float32 one),
+    or None to serve with TensorFlow."""
     runtime = runtime_for(weights_path)
     if runtime.name != LITERT:
+        return None
+    try:
+        if runtime.precision == INT8:
+            return int8_path(weights_path).read_bytes()
+        return converted_path(weights_path).read_bytes()
+    except OSError:
+        return None
+
+
+def float32_content(weights_path: Path | None) -> bytes | None:
+    """The checked float32 LiteRT file's bytes whatever the int8 switch says (int8 is measured against it)."""
+    if _float32_runtime(weights_path).name != LITERT:
         return None
     try:
         return converted_path(weights_path).read_bytes()
     except OSError:
         return None
+
+
+def add_calibration_images(source: CalibrationSource) -> None:
+    """Register a source of real images to calibrate int8 with (see `CalibrationSource`)."""
+    if source not in _calibration_sources:
+        _calibration_sources.append(source)
+
+
+def calibration_sources() -> list[CalibrationSource]:
+    return list(_calibration_sources)
 
 
 def add_check_images(source: Callable[[str], np.ndarray | None]) -> None:
@@ -172,17 +280,30 @@ def convert(key: str, weights_path: Path, input_size: int, build, preprocess) ->
     return verdict
 
 
+_converting = threading.Lock()
+
+
 def convert_all(choices: Iterable) -> list[tuple[str, lite.Verdict]]:
-    """Convert every installed model of `choices` that has no verdict yet (worker, one at a time)."""
-    done = []
-    for choice in choices:
-        path = getattr(choice, "weights_path", None)
-        if not choice.available or not needs_conversion(path):
-            continue
-        verdict = convert(choice.key, path, choice.input_size, choice.build, choice.preprocess)
-        if verdict is not None:
-            done.append((choice.key, verdict))
-    return done
+    """Convert every installed model of `choices` that has no verdict yet, one at a time.
+
+    A second call while one runs (the every-minute task next to one queued by an install) returns
+    at once: the running one goes on to every model, and a conversion of a large model holds a
+    few GB, which two at once could double.
+    """
+    if not _converting.acquire(blocking=False):
+        return []
+    try:
+        done = []
+        for choice in choices:
+            path = getattr(choice, "weights_path", None)
+            if not choice.available or not needs_conversion(path):
+                continue
+            verdict = convert(choice.key, path, choice.input_size, choice.build, choice.preprocess)
+            if verdict is not None:
+                done.append((choice.key, verdict))
+        return done
+    finally:
+        _converting.release()
 
 
 def prune(in_use: Iterable[Path | None], min_age_seconds: float = 3600) -> int:
@@ -223,7 +344,8 @@ def forget_conversions(weights_path: Path) -> None:
         target = converted_path(weights_path)
     except OSError:
         return
-    for path in (target, target.with_suffix(".json"), target.with_suffix(".lock")):
+    int8 = target.with_name(f"{target.stem}-int8.tflite")
+    for path in (target, target.with_suffix(".json"), target.with_suffix(".lock"), int8, int8.with_suffix(".json")):
         path.unlink(missing_ok=True)
 
 

@@ -7,7 +7,8 @@ live one never touches the live one's download.
 
 Conversions to LiteRT (`classifier.runtimes`) run here too: after a weights import or download, after
 a training job, when the worker starts, and every minute for anything still unconverted. One at a
-time, never inside a request; until a model's conversion is checked, TensorFlow serves it.
+time, never inside a request; until a model's conversion is checked, TensorFlow serves it. So do
+the int8 conversions an administrator asks for (`classifier.int8`).
 
 Retention: with PREDICTION_RETENTION_DAYS set, a daily task deletes older predictions, rows and
 files together (the row's post_delete signal removes its files once the delete commits), so
@@ -25,7 +26,7 @@ from django.utils import timezone
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
-from classifier import catalog, installs, runtimes
+from classifier import catalog, installs, int8, runtimes
 from classifier.models import Prediction
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ RETENTION_BATCH = 500
 def download_weights(download_id: int) -> None:
     """Fetch the file of WeightsDownload `download_id` (queued by `installs.request_download`)."""
     installs.run_download(download_id)
+
+
+@db_task()
+def calibrate_int8(calibration_id: int) -> None:
+    """Convert a model to int8 as Int8Calibration `calibration_id` asks (queued by `int8.request_calibration`)."""
+    int8.run_calibration(calibration_id)
 
 
 @db_task()

@@ -15,6 +15,10 @@ urlpatterns = [
     path("models/", model_views.models_page, name="models"),
     path("models/import/", model_views.import_weights, name="import_weights"),
     path("models/<str:key>/download/", model_views.download_weights, name="download_weights"),
+    path("models/<str:key>/int8/", model_views.int8_status, name="model_int8"),
+    path("models/<str:key>/int8/start/", model_views.int8_start, name="model_int8_start"),
+    path("models/<str:key>/int8/switch/", model_views.int8_switch, name="model_int8_switch"),
+    path("models/<str:key>/int8/cancel/", model_views.int8_cancel, name="model_int8_cancel"),
     path("api/v1/predict", api.predict, name="api_predict"),
     path("api/v1/models", api.models, name="api_models"),
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from classifier.models import ApiToken, Prediction
 from tests.helpers import image_bytes, noise_image_bytes
@@ -68,6 +72,36 @@ def test_several_images_come_back_in_order_from_one_batch(api, fast_model):
     body = api.post(URL, {"images": files}).json()
     assert [r["filename"] for r in body["results"]] == ["0.jpg", "1.jpg", "2.jpg"]
     assert {p.batch_size for p in Prediction.objects.all()} == {3}
+
+
+def test_several_images_are_stored_with_one_insert_and_their_ids_come_back(api, fast_model):
+    """One commit for the rows of a request: SQLite's write lock once, not once per image."""
+    files = [jpeg(f"{i}.jpg", seed=i) for i in range(3)]
+    with CaptureQueriesContext(connection) as queries:
+        body = api.post(URL, {"images": files}).json()
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "classifier_prediction"')]
+    assert len(inserts) == 1
+    ids = [r["id"] for r in body["results"]]
+    assert ids == sorted(set(ids)) and set(ids) == set(Prediction.objects.values_list("pk", flat=True))
+    assert [Prediction.objects.get(pk=i).original_name for i in ids] == ["0.jpg", "1.jpg", "2.jpg"]
+    assert all(p.image and p.thumbnail for p in Prediction.objects.all())
+
+
+def test_a_tokens_last_use_is_written_at_most_once_a_minute(api, fast_model):
+    """Every request reads the token; only a request a minute after the last write updates last_used_at."""
+
+    def token_writes() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert api.post(URL, {"images": [jpeg()]}).status_code == 200
+        return sum(q["sql"].startswith('UPDATE "classifier_apitoken"') for q in queries.captured_queries)
+
+    assert token_writes() == 1  # never used before
+    first = ApiToken.objects.get().last_used_at
+    assert token_writes() == 0
+    assert ApiToken.objects.get().last_used_at == first
+    ApiToken.objects.update(last_used_at=first - timedelta(minutes=2))
+    assert token_writes() == 1
+    assert ApiToken.objects.get().last_used_at > first
 
 
 def test_top_k_sets_how_many_labels_come_back(api, fast_model):

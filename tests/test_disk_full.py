@@ -12,7 +12,7 @@ from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.files.storage import FileSystemStorage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.handlers.exception import convert_exception_to_response
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
 
@@ -133,6 +133,44 @@ def test_the_api_answers_a_full_disk_with_json_507(bob, fast_model, disk_free, s
     assert response.status_code == 507
     assert response["Content-Type"] == "application/json"
     assert response.json()["error"].startswith("The server's disk is full")
+
+
+def test_a_disk_that_fills_half_way_through_a_request_leaves_nothing_behind(bob, fast_model, monkeypatch, settings):
+    """The files already written for the request go too, and no row is kept: all of it or none."""
+    real_save = FileSystemStorage._save
+    saved = []
+
+    def fills_up(self, name, content):
+        if len(saved) == 3:  # the original and the thumbnail of the first image fit, not the second's
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(name)
+        return real_save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", fills_up)
+    _, key = ApiToken.issue(bob, "script")
+    files = [SimpleUploadedFile(f"{i}.jpg", image_bytes(color=(i * 60, 90, 40))) for i in range(3)]
+    response = lenient_client().post("/api/v1/predict", {"images": files}, HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 507
+    assert len(saved) == 3
+    assert Prediction.objects.count() == 0
+    assert not list(Path(settings.MEDIA_ROOT).rglob("*.*"))
+
+
+@pytest.mark.django_db(transaction=True)  # as in production: no test transaction around the request
+def test_a_database_full_while_storing_the_rows_leaves_no_files(bob, fast_model, settings):
+    def database_full(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "classifier_prediction"'):
+            raise OperationalError("database or disk is full")
+        return execute(sql, params, many, context)
+
+    client = lenient_client()
+    client.force_login(bob)
+    files = [SimpleUploadedFile(f"{i}.jpg", image_bytes(color=(i * 60, 90, 40))) for i in range(2)]
+    with connection.execute_wrapper(database_full):
+        response = client.post("/", {"images": files})
+    assert response.status_code == 507
+    assert Prediction.objects.count() == 0
+    assert not list(Path(settings.MEDIA_ROOT).rglob("*.*"))
 
 
 def test_other_os_errors_stay_500(bob, fast_model, monkeypatch):

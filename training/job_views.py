@@ -2,7 +2,8 @@
 
 Everyone logged in may look at jobs and use their models (as they may see every dataset);
 starting one needs `Dataset.can_train`, and cancelling, training again or deleting needs
-`TrainingJob.can_be_changed_by` (who started it, or who manages the dataset).
+`TrainingJob.can_be_changed_by` (who started it, or who manages the dataset). Switching a job's
+model to int8 (`classifier.int8`, calibrated on its training split) needs `Dataset.can_be_changed_by`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from django.utils.http import content_disposition_header
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from training import charts, exporting, jobs
+from classifier import int8
+from training import charts, exporting, jobs, trained_models
 from training.models import Dataset, DatasetImage, TrainingJob
 from training.training_forms import TrainingForm
 from webapp.http import HtmxHttpRequest, form_status
 
 JOBS_PAGE_SIZE = 30
 GALLERY_SIZE = 48  # misclassified images shown per split
+INT8_GONE = '<section class="card int8-card" id="int8"><p class="muted">This model was deleted.</p></section>'
 
 
 def _get_job_for_user(request: HtmxHttpRequest, pk: int, write: bool = False) -> tuple[TrainingJob, bool]:
@@ -82,11 +85,14 @@ def _job_context(request: HtmxHttpRequest, job: TrainingJob, can_change: bool) -
         for fmt in exporting.FORMATS
         if fmt in job.exports
     ]
+    card = _int8_card(request, job, model) if model is not None else None
     return {
         "job": job,
         "dataset": job.dataset,
         "can_change": can_change,
         "model": model,
+        "int8": card,
+        "runtime": card.runtime if card is not None else None,
         "queue_position": job.queue_position(),
         "loss_chart": mark_safe(charts.curves_svg(history, "loss", title="Loss", total_epochs=_planned_epochs(job))),
         "accuracy_chart": mark_safe(
@@ -243,3 +249,90 @@ def job_compare(request: HtmxHttpRequest) -> HttpResponse:
             }
         )  # fmt: skip
     return render(request, "training/job_compare.html", {"columns": columns, "settings_rows": settings_rows})
+
+
+# --- Int8 ------------------------------------------------------------------------------------
+def _int8_card(request: HtmxHttpRequest, job: TrainingJob, model) -> int8.Card:
+    """The int8 card of a job's model: calibrated on its training split, switched by who manages the dataset."""
+    urls = {
+        name: reverse(f"training:job_int8{suffix}", args=[job.pk])
+        for name, suffix in (("status", ""), ("start", "_start"), ("switch", "_switch"), ("cancel", "_cancel"))
+    }
+    return int8.card(
+        trained_models.choice(model),
+        can_switch=job.dataset.can_be_changed_by(request.user),
+        urls=urls,
+        trained_source=f"the training split of job {job.pk}",
+        poll=not job.is_active,  # while the job runs, the whole job body reloads every second anyway
+    )
+
+
+def _job_with_model(request: HtmxHttpRequest, pk: int, write: bool = False) -> TrainingJob:
+    """The job, 404 without a model; PermissionDenied for `write` unless the user manages the dataset."""
+    job, _ = _get_job_for_user(request, pk)
+    if getattr(job, "trained_model", None) is None:
+        raise Http404("This job has no model.")
+    if write and not job.dataset.can_be_changed_by(request.user):
+        raise PermissionDenied
+    return job
+
+
+def _int8_refused(request: HtmxHttpRequest, job: TrainingJob, message: str, status: int = 409) -> HttpResponse:
+    """The job's page again with the refusal: 409 when the state refused it, 400 for a bad request."""
+    messages.error(request, message)
+    context = {**_job_context(request, job, job.can_be_changed_by(request.user)),
+               "can_train": job.dataset.can_train(request.user)}  # fmt: skip
+    return render(request, "training/job_detail.html", context, status=200 if request.htmx else status)
+
+
+def _int8_page(job: TrainingJob) -> str:
+    return reverse("training:job_detail", args=[job.pk]) + "#int8"
+
+
+@require_GET
+def job_int8(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The int8 card alone: it polls itself while a conversion is queued or running."""
+    try:
+        job = _job_with_model(request, pk)
+    except Http404:  # htmx ignores error answers and would poll on: answer with the news instead
+        return HttpResponse(INT8_GONE)
+    return render(request, "classifier/partials/_int8.html", {"int8": _int8_card(request, job, job.trained_model)})
+
+
+@require_POST
+def job_int8_start(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Queue an int8 conversion of the job's model, calibrated on its training split."""
+    job = _job_with_model(request, pk, write=True)
+    choice = trained_models.choice(job.trained_model)
+    try:
+        int8.request_calibration(
+            choice, kind="training", source=f"the training split of job {job.pk}", user=request.user
+        )
+    except int8.Int8Refused as refusal:
+        return _int8_refused(request, job, str(refusal))
+    messages.info(
+        request,
+        f"Int8 conversion of {choice.name} queued, calibrated on the training split of job {job.pk}. The int8 card "
+        "shows its progress; the model runs on float32 until you switch int8 on.",
+    )
+    return redirect(_int8_page(job))
+
+
+@require_POST
+def job_int8_switch(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Switch the job's model to its ready int8 file (`to=int8`) or back to float32."""
+    job = _job_with_model(request, pk, write=True)
+    to = request.POST.get("to", "")
+    try:
+        message = int8.switch(trained_models.choice(job.trained_model), to)
+    except int8.Int8Refused as refusal:
+        return _int8_refused(request, job, str(refusal), status=409 if to in ("int8", "float32") else 400)
+    messages.success(request, message)
+    return redirect(_int8_page(job))
+
+
+@require_POST
+def job_int8_cancel(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    job = _job_with_model(request, pk, write=True)
+    messages.info(request, int8.cancel(trained_models.choice(job.trained_model)))
+    return redirect(_int8_page(job))

@@ -1,8 +1,9 @@
 """Trained models in the catalog: `trained-<id>` next to the zoo in Classify, the API and History.
 
-Registered with `classifier.catalog` when the training app is ready, so the inference app never
-imports this one. A trained model is a `.keras` file whose first layer does the base's
-preprocessing: the engine feeds it the same RGB pixels 0-255 it decodes for any model.
+Registered with `classifier.catalog` (and, for int8 calibration images, `classifier.runtimes`)
+when the training app is ready, so the inference app never imports this one. A trained model is
+a `.keras` file whose first layer does the base's preprocessing: the engine feeds it the same RGB
+pixels 0-255 it decodes for any model.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from django.db.models import Count
 
-from classifier import catalog
-from training.models import Dataset, TrainedModel
+from classifier import catalog, runtimes
+from training import storage
+from training.models import Dataset, DatasetImage, TrainedModel
 
 GROUP = "Trained models"
 # Validation images a trained model's LiteRT conversion is checked on, besides the probe images.
@@ -84,12 +87,70 @@ def validation_images(key: str) -> np.ndarray | None:
     """
     from training import jobs, trainer
 
-    prefix = f"{catalog.TRAINED}-"
-    if not key.startswith(prefix) or not key[len(prefix) :].isdigit():
-        return None
-    model = TrainedModel.objects.select_related("job__dataset").filter(pk=int(key[len(prefix) :])).first()
+    model = _trained_model(key)
     if model is None:
         return None
     data, _ = jobs.training_data(model.job)
     examples = data.validation[:MAX_CHECK_IMAGES]
     return trainer.load_images(examples, model.input_size) if examples else None
+
+
+class CalibrationImages:
+    """Real images to calibrate int8 with: a trained model's training split, or any dataset's pictures.
+
+    Registered with `classifier.runtimes` when the app is ready, so the inference app reads
+    datasets without importing this app. Images are spread over the source (datasets are stored
+    label by label) and decoded exactly as training and Classify decode them.
+    """
+
+    def model_images(self, key: str, size: int, limit: int) -> runtimes.Calibration | None:
+        from training import jobs
+
+        model = _trained_model(key)
+        if model is None:
+            return None
+        data, _ = jobs.training_data(model.job)
+        return runtimes.Calibration(
+            _decode(_spread(data.train, limit), size), f"the training split of job {model.job_id}"
+        )
+
+    def datasets(self, user) -> list[tuple[int, str, int]]:
+        if user is None or not Dataset.can_be_seen_by(user):
+            return []
+        return [(d.pk, d.name, d.image_count) for d in Dataset.objects.annotate(image_count=Count("images"))]
+
+    def dataset_images(self, dataset_id: int, size: int, limit: int) -> runtimes.Calibration | None:
+        from training import trainer
+
+        dataset = Dataset.objects.filter(pk=dataset_id).first()
+        if dataset is None:
+            return None
+        rows = DatasetImage.objects.filter(dataset=dataset).order_by("id").values_list("id", "sha256", "format")
+        examples = [trainer.Example(storage.image_path(dataset.folder, sha, fmt), 0, pk) for pk, sha, fmt in rows]
+        return runtimes.Calibration(_decode(_spread(examples, limit), size), f"the dataset “{dataset.name}”")
+
+
+def _trained_model(key: str) -> TrainedModel | None:
+    prefix = f"{catalog.TRAINED}-"
+    if not key.startswith(prefix) or not key[len(prefix) :].isdigit():
+        return None
+    return TrainedModel.objects.select_related("job__dataset").filter(pk=int(key[len(prefix) :])).first()
+
+
+def _spread(examples: list, limit: int) -> list:
+    """At most `limit` examples, evenly over the list (a snapshot is ordered label by label)."""
+    if len(examples) <= limit:
+        return examples
+    return [examples[i] for i in np.linspace(0, len(examples) - 1, limit).round().astype(int)]
+
+
+def _decode(examples: list, size: int) -> np.ndarray:
+    from training import trainer
+
+    try:
+        return trainer.load_images(examples, size)
+    except trainer.TrainingError as exc:  # a file deleted or damaged since: say which, in the same words
+        raise runtimes.CalibrationError(str(exc)) from None
+
+
+CALIBRATION = CalibrationImages()

@@ -202,6 +202,10 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "db.sqlite3",
+            # Kept open between requests (each web thread has its own): opening and closing a
+            # connection per request cost about a third of a LiteRT prediction's request time.
+            "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", 600),
+            "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 # The web server and the worker write concurrently: WAL lets readers run during a
                 # write, IMMEDIATE takes the write lock up front so busy_timeout applies instead of
@@ -225,7 +229,9 @@ _huey_common = {
     # Written explicitly: djhuey otherwise runs tasks inside the web request when DEBUG is on.
     "immediate": False,
     "consumer": {
-        "workers": envint("WORKER_CONCURRENCY", 1),
+        # Two: a model being converted to LiteRT (seconds, minutes for the largest) never holds up
+        # a zip import or a weights download queued behind it.
+        "workers": envint("WORKER_CONCURRENCY", 2),
         "worker_type": "thread",
         "periodic": True,
         **QUEUE_POLLING,
