@@ -13,6 +13,9 @@ Where the time goes, and what we do about it (numbers in docs/PERFORMANCE.md):
 - The frozen base's forward pass dominates on a CPU. While the base is frozen its output never
   changes, so each image goes through the base ONCE and the head trains on cached features
   (as TF Hub's retrain.py does): ten epochs cost one forward pass plus seconds.
+- That one pass runs through LiteRT when the job may (`lite`): the extractor converted once per
+  base weights file and checked against Keras (`training.lite_features`), about 3x faster than
+  TensorFlow here; otherwise, or when it does not agree, TensorFlow, and the strategy says why.
 - With augmentation the cache is kept honest by computing a fixed number of augmented views per
   image once (`augment_views`, the original included) and drawing one view per image per epoch:
   the head sees varied images, the base still runs a bounded number of times.
