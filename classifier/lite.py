@@ -144,14 +144,9 @@ def convert_and_check(model: Any, preprocess: Any, images: np.ndarray, target: P
         verdict = Verdict(**{**verdict.as_dict(), "convert_seconds": round(seconds, 2)})
     except Exception as exc:  # any converter failure means "stay on TensorFlow"
         content = b""
-        verdict = Verdict(False, f"Conversion failed: {_first_line(exc)}", 0, float("inf"), 0.0)
+        verdict = Verdict(False, f"Conversion failed: {first_line(exc)}", 0, float("inf"), 0.0)
     verdict = Verdict(**{**verdict.as_dict(), "tensorflow": tf.__version__})
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if verdict.ok:
-        _write_atomically(target, content)
-    else:
-        target.unlink(missing_ok=True)
-    _write_atomically(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
+    record(target, content, verdict)
     return verdict
 
 
@@ -240,7 +235,17 @@ class LitePool:
             return model.run(batch)
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
+def record(target: Path, content: bytes, verdict: Verdict | Int8Verdict) -> None:
+    """Keep the converted file only when it agreed, and its verdict next to it either way."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if verdict.ok:
+        write_atomically(target, content)
+    else:
+        target.unlink(missing_ok=True)
+    write_atomically(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
+
+
+def write_atomically(path: Path, content: bytes) -> None:
     """Readers (other processes, other machines on shared storage) never see half a file."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -254,7 +259,7 @@ def _write_atomically(path: Path, content: bytes) -> None:
         raise
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
 
@@ -394,7 +399,7 @@ def convert_int8_and_measure(
             content = convert_int8(model, preprocess, images[calibrate], integer_only=integer_only)
             break
         except Exception as exc:  # an op without an int8 kernel: try again with float fallback
-            failure = _first_line(exc)
+            failure = first_line(exc)
     seconds = round(time.perf_counter() - started, 2)
     agreeing, checked, difference, reason = 0, 0, float("inf"), ""
     if not content:
@@ -414,7 +419,7 @@ def convert_int8_and_measure(
                 agreeing, checked = top1_agreement(expected_all, got_all)
                 difference = float(np.max(np.abs(expected_all - got_all))) if got_all.size else 0.0
         except Exception as exc:
-            reason = f"The int8 model does not run: {_first_line(exc)}"
+            reason = f"The int8 model does not run: {first_line(exc)}"
     verdict = Int8Verdict(
         ok=not reason,
         reason=reason,
@@ -428,12 +433,7 @@ def convert_int8_and_measure(
         convert_seconds=seconds,
         tensorflow=tf.__version__,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if verdict.ok:
-        _write_atomically(target, content)
-    else:
-        target.unlink(missing_ok=True)
-    _write_atomically(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
+    record(target, content, verdict)
     return verdict
 
 

@@ -19,9 +19,6 @@ No Django. Why it looks like this (numbers in docs/PERFORMANCE.md, Training):
 from __future__ import annotations
 
 import fcntl
-import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,7 +170,7 @@ def lite_path(
         images = np.asarray(job_images(), np.float32)
         job = compare_features(_keras_features(model, images), forward(images))
     except Exception as exc:  # a full disk, an unreadable file, a graph that will not run: TensorFlow
-        return FeaturePath(None, f"LiteRT could not be prepared: {_first_line(exc)}", convert_seconds)
+        return FeaturePath(None, f"LiteRT could not be prepared: {lite.first_line(exc)}", convert_seconds)
     if not job.ok:
         reason = f"{job.reason.rstrip('.')} on this job's images."
         return FeaturePath(None, reason, convert_seconds, job.checked, job.max_difference)
@@ -198,13 +195,9 @@ def _convert_and_check(model, size: int, target: Path) -> lite.Verdict:
         verdict = compare_features(reference, candidate)
     except Exception as exc:  # any converter failure means "TensorFlow computes the features"
         content, seconds = b"", time.perf_counter() - started
-        verdict = lite.Verdict(False, f"Conversion failed: {_first_line(exc)}", 0, float("inf"), 0.0)
+        verdict = lite.Verdict(False, f"Conversion failed: {lite.first_line(exc)}", 0, float("inf"), 0.0)
     verdict = lite.Verdict(**{**verdict.as_dict(), "convert_seconds": round(seconds, 2), "tensorflow": tf.__version__})
-    if verdict.ok:
-        _write_atomically(target, content)
-    else:
-        target.unlink(missing_ok=True)
-    _write_atomically(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
+    lite.record(target, content, verdict)
     return verdict
 
 
@@ -223,20 +216,3 @@ def _forget_others(target: Path, ending: str) -> None:
     for path in target.parent.glob(f"*{ending}.*"):
         if path.suffix in (".tflite", ".json") and path.stem != target.stem:
             path.unlink(missing_ok=True)
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Another worker never reads half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
