@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from classifier import inference, runtimes, zoo
 from classifier.weights import installed_filenames
-from training import base_layers, exporting, storage, trainer
+from training import base_layers, exporting, outcomes, storage, trainer
 from training.models import Dataset, ImportJob, TrainedModel, TrainingJob
 from webapp import background
 from webapp.diskspace import DiskFull, ensure_free_space
@@ -292,6 +292,7 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
         should_stop=reporter.should_stop,
         lite=lite_features(base_model),
     )
+    _keep_outcomes(workdir, data, result)
     validation = result.evaluation.get("validation", {})
     notes = notes + list(result.notes)
     if base.source:
@@ -330,6 +331,15 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
     if reporter.stop and not reporter.lost:
         message += " Building the exports was cancelled."
     TrainingJob.transition(job.pk, TrainingJob.Status.SUCCEEDED, message=message, exports=exports, percent=100)
+
+
+def _keep_outcomes(workdir: Path, data: trainer.TrainData, result: trainer.TrainResult) -> None:
+    """Each image's prediction and features, beside the model (see training.outcomes)."""
+    splits = {"train": data.train, "validation": data.validation, "test": data.test}
+    ids = {split: [e.image_id for e in examples] for split, examples in splits.items()}
+    truth = {split: [e.label for e in examples] for split, examples in splits.items()}
+    outcomes.save_outcomes(workdir, ids, truth, result.probabilities)
+    outcomes.save_features(workdir, ids, result.features)
 
 
 def lite_features(base_model: zoo.ZooModel) -> trainer.LiteFeatures:

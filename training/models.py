@@ -319,6 +319,11 @@ class DatasetImage(models.Model):
     height = models.PositiveIntegerField(help_text="Pixels, after the camera's rotation is applied.")
     size_bytes = models.PositiveBigIntegerField("size (bytes)", default=0)
     split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
+    excluded = models.BooleanField(
+        "excluded from training",
+        default=False,
+        help_text="Kept in the dataset and shown, but skipped by training jobs (reversible).",
+    )
     added_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -514,6 +519,11 @@ class TrainingJob(Job):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children",
         help_text="The job this one was started again from.",
     )  # fmt: skip
+    start_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="continued_by",
+        verbose_name="continued from",
+        help_text="Continue training: the earlier job whose model (head and fine-tuned layers) this one starts from.",
+    )  # fmt: skip
     base_key = models.CharField("base model", max_length=100, help_text="Zoo key of the pretrained base.")
     base_name = models.CharField(max_length=200)
     config = models.JSONField(default=dict, help_text="The full configuration, as the trainer received it.")
@@ -637,3 +647,128 @@ def _forget_warm_model(sender, instance: TrainedModel, **kwargs) -> None:
     """This process's warm copy of a deleted model goes too (others find its files gone)."""
     key = instance.key
     transaction.on_commit(lambda: installs.forget_warm(key))
+
+
+class ImageChange(models.Model):
+    """One change to one dataset image: who, when, from what to what; undone from the history.
+
+    `before` and `after` hold what the action changed ({"label": id, "label_name": ...},
+    {"split": ...}, {"excluded": ...}); a deletion keeps in `before` everything needed to put
+    the image back (its row's fields; its files wait in the dataset's trash folder). Changes made
+    together (one selection) share a `batch`.
+    """
+
+    class Action(models.TextChoices):
+        MOVE = "move", "moved to another label"
+        SPLIT = "split", "moved to another split"
+        EXCLUDE = "exclude", "excluded from training"
+        INCLUDE = "include", "included in training again"
+        DELETE = "delete", "deleted"
+        ADD = "add", "added"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="changes")
+    image = models.ForeignKey(
+        DatasetImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="changes",
+        help_text="Empty once the image is deleted.",
+    )  # fmt: skip
+    sha256 = models.CharField("SHA-256", max_length=64, help_text="The picture, also after a deletion.")
+    original_name = models.CharField("file name", max_length=255)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    reason = models.CharField(
+        max_length=200, blank=True, help_text='Where the change was made from, e.g. "job 12: suspected label error".'
+    )
+    batch = models.CharField(max_length=32, blank=True, db_index=True, help_text="Changes made together.")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name="changed by",
+    )  # fmt: skip
+    created_at = models.DateTimeField("changed", default=timezone.now)
+    undone_at = models.DateTimeField(null=True, blank=True)
+    undone_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name="undone by",
+    )  # fmt: skip
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "image change"
+        indexes = [models.Index(fields=["dataset", "-created_at"], name="imagechange_dataset_recent")]
+        constraints = [
+            models.CheckConstraint(condition=Q(action__in=["move", "split", "exclude", "include", "delete", "add"]),
+                                   name="imagechange_action_valid"),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.original_name} {self.get_action_display()}"
+
+
+class SuspectDecision(models.Model):
+    """A person's answer to "is this image's label wrong?": it stays answered for that image and label.
+
+    Accepted: the image was moved to the suggested label (the move is an ImageChange). Dismissed:
+    the label is right; later jobs do not list the image again while it keeps that label.
+    """
+
+    class Decision(models.TextChoices):
+        ACCEPTED = "accepted", "accepted"
+        DISMISSED = "dismissed", "dismissed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="suspect_decisions")
+    image = models.ForeignKey(DatasetImage, on_delete=models.CASCADE, related_name="suspect_decisions")
+    label = models.ForeignKey(
+        Label, on_delete=models.CASCADE, related_name="+", help_text="The label the image had when it was judged."
+    )
+    suggested_label = models.ForeignKey(Label, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    job = models.ForeignKey(TrainingJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        verbose_name = "suspected label error decision"
+        constraints = [
+            models.UniqueConstraint(fields=["image", "label"], name="suspect_decision_once_per_label"),
+            models.CheckConstraint(condition=Q(decision__in=["accepted", "dismissed"]), name="suspect_decision_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.image} ({self.decision})"
+
+
+class PredictionReview(models.Model):
+    """What a reviewer did with a low-confidence prediction of a trained model.
+
+    Added: the picture became a dataset image with the reviewer's label. Dismissed: nothing to
+    learn from it; it leaves the review list.
+    """
+
+    class Decision(models.TextChoices):
+        ADDED = "added", "added to the dataset"
+        DISMISSED = "dismissed", "dismissed"
+
+    prediction = models.OneToOneField("classifier.Prediction", on_delete=models.CASCADE, related_name="review")
+    trained_model = models.ForeignKey(TrainedModel, on_delete=models.CASCADE, related_name="reviews")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    image = models.ForeignKey(
+        DatasetImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        help_text="The dataset image made from the prediction's picture.",
+    )  # fmt: skip
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-reviewed_at", "-id"]
+        verbose_name = "prediction review"
+        constraints = [
+            models.CheckConstraint(condition=Q(decision__in=["added", "dismissed"]), name="prediction_review_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prediction} ({self.decision})"

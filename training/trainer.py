@@ -232,6 +232,13 @@ class TrainResult:
     timings: dict[str, float]
     strategy: dict[str, Any]  # what ran: cached features, views, cached fine-tuning...
     validation_probabilities: np.ndarray
+    # Per evaluated split ("validation", "test"): the saved model's probabilities, one row per image
+    # in the split's example order. Kept by the job (training.outcomes) for the images behind each
+    # confusion cell and for comparing jobs.
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per split ("train", "validation", "test"): the frozen base's pooled features of each image,
+    # un-augmented, in example order; empty when the job did not cache features.
+    features: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def versions() -> dict[str, str]:
@@ -801,6 +808,8 @@ def _run(
         timings={k: round(v, 3) for k, v in timings.items()},
         strategy=strategy,
         validation_probabilities=probabilities["validation"],
+        probabilities=probabilities,
+        features={"train": train_views[0], **features} if cached else {},
     )
 
 
