@@ -281,6 +281,42 @@ def convert(key: str, weights_path: Path, input_size: int, build, preprocess) ->
 
 
 _converting = threading.Lock()
+# Converting holds lite.CONVERT_MB plus lite.CONVERT_WEIGHTS_FACTOR times the weights file (about
+# 2.6 GB for EfficientNetB7): a worker that would need more than the machine has free waits for the
+# next pass instead of being killed by the kernel mid-conversion.
+_memory_warned: set[str] = set()
+
+
+def conversion_memory_mb(weights_path: Path) -> float:
+    """What converting the model of this weights file takes, in MiB (an estimate, from measurements)."""
+    return lite.CONVERT_MB + lite.CONVERT_WEIGHTS_FACTOR * weights_path.stat().st_size / (1024 * 1024)
+
+
+def available_memory_mb() -> float | None:
+    """MemAvailable of /proc/meminfo in MiB: what can be used without swapping; None when unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _memory_allows(key: str, weights_path: Path) -> bool:
+    """Whether there is memory to convert now; says so once per model when there is not."""
+    need, free = conversion_memory_mb(weights_path), available_memory_mb()
+    if free is None or need <= free:
+        _memory_warned.discard(key)
+        return True
+    if key not in _memory_warned:
+        _memory_warned.add(key)
+        log.warning(
+            "%s is not converted to LiteRT yet: converting needs about %.0f MB and %.0f MB are free; "
+            "TensorFlow serves it, and the worker tries again every minute.", key, need, free,
+        )  # fmt: skip
+    return False
 
 
 def convert_all(choices: Iterable) -> list[tuple[str, lite.Verdict]]:
@@ -296,7 +332,7 @@ def convert_all(choices: Iterable) -> list[tuple[str, lite.Verdict]]:
         done = []
         for choice in choices:
             path = getattr(choice, "weights_path", None)
-            if not choice.available or not needs_conversion(path):
+            if not choice.available or not needs_conversion(path) or not _memory_allows(choice.key, path):
                 continue
             verdict = convert(choice.key, path, choice.input_size, choice.build, choice.preprocess)
             if verdict is not None:
@@ -335,6 +371,44 @@ def prune(in_use: Iterable[Path | None], min_age_seconds: float = 3600) -> int:
         if stale:
             entry.unlink(missing_ok=True)
             removed += 1
+    return removed
+
+
+# Training's converted feature extractors (training.lite_features): lite/features/<base>/<stem>-<size>px-<cut>.*
+FEATURE_FILE = re.compile(r"^([0-9a-f]{32}-tf.+?)-\d+px-[\w-]+\.(tflite|json|lock)$")
+
+
+def prune_features(weights_files: Iterable[Path], min_age_seconds: float = 3600) -> int:
+    """Remove training's converted extractors of weights files that are gone (or of an older TensorFlow).
+
+    `weights_files`: every file in the weights folder (a base may be cut from a no-head or a
+    full file). Returns how many files went.
+    """
+    folder = lite_dir() / "features"
+    if not folder.is_dir():
+        return 0
+    keep = set()
+    for path in weights_files:
+        try:
+            keep.add(lite.file_stem(weights_hash(path)))
+        except OSError:
+            continue
+    removed = 0
+    now = time.time()
+    for base in folder.iterdir():
+        if not base.is_dir():
+            continue
+        for entry in base.iterdir():
+            if not entry.is_file():
+                continue
+            if entry.name.startswith("."):
+                stale = now - entry.stat().st_mtime > min_age_seconds
+            else:
+                own = FEATURE_FILE.match(entry.name)
+                stale = own is not None and own.group(1) not in keep
+            if stale:
+                entry.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -60,7 +61,21 @@ def convert_pending() -> int:
     choices = catalog.all_choices()
     done = runtimes.convert_all(choices)
     runtimes.prune([choice.weights_path for choice in choices if choice.available])
+    weights_files = _weights_files()
+    if weights_files is not None:
+        runtimes.prune_features(weights_files)
     return len(done)
+
+
+def _weights_files() -> list[Path] | None:
+    """Every file in the weights folder; None when it cannot be read (then nothing is pruned)."""
+    folder = Path(settings.WEIGHTS_DIR)
+    if not folder.exists():
+        return []
+    try:
+        return [entry for entry in folder.iterdir() if entry.is_file()]
+    except OSError:
+        return None
 
 
 def schedule_conversions() -> None:
@@ -102,9 +117,16 @@ def delete_expired_predictions(now: datetime | None = None) -> int:
 
 @db_periodic_task(crontab(hour="3", minute="17"))
 def expire_predictions() -> None:
-    """Daily, at night: the retention of classified images (PREDICTION_RETENTION_DAYS)."""
+    """Daily, at night: the retention of classified images (PREDICTION_RETENTION_DAYS), and of the
+    dataset images people deleted, kept in each dataset's trash to be undone (TRASH_RETENTION_DAYS)."""
+    from training import curation  # the training app builds on this one: imported when the task runs
+
     removed = delete_expired_predictions()
     if removed:
         logger.info(
             "Deleted %d predictions older than %s days, with their images.", removed, settings.PREDICTION_RETENTION_DAYS
         )
+    emptied = curation.empty_trash()
+    if emptied:
+        logger.info("Emptied the trash of %d deleted dataset images older than %s days.", emptied,
+                    settings.TRASH_RETENTION_DAYS)  # fmt: skip

@@ -7,6 +7,7 @@ TensorFlow); predictions are the same either way; a request never converts anyth
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -169,3 +170,55 @@ def test_a_trained_model_is_checked_on_its_validation_images_before_it_runs_on_l
     runtime = runtimes.runtime_for(model.path)
     assert runtime.name == "litert", runtime.reason
     assert runtime.verdict.checked == lite.PROBE_IMAGES + validation
+
+
+def test_a_finished_training_job_has_its_model_converted_without_waiting_for_the_minute(
+    alice, install_weights, django_capture_on_commit_callbacks, litert
+):
+    from tests.training_helpers import TRAIN_BASE, colour_dataset
+    from training import jobs, trainer
+    from training.models import TrainedModel
+
+    install_weights(TRAIN_BASE, include_top=False)
+    dataset = colour_dataset(alice, per_label=8)
+    with django_capture_on_commit_callbacks(execute=True):  # the job, then what its success queued
+        job = jobs.start_training(dataset, TRAIN_BASE, trainer.TrainConfig(epochs=1, fine_tune_epochs=0), alice)
+    model = TrainedModel.objects.get(job=job)
+    runtime = runtimes.runtime_for(model.path)
+    assert runtime.name == "litert", runtime.reason
+
+
+def test_trainings_converted_bases_go_when_their_weights_file_is_removed(litert, settings):
+    """DATA_DIR/lite/features keeps one extractor per base weights file; a removed file's goes too."""
+    weights = Path(settings.WEIGHTS_DIR)
+    weights.mkdir(parents=True, exist_ok=True)
+    kept, removed = weights / "kept_notop.h5", weights / "removed_notop.h5"
+    kept.write_bytes(b"kept weights")
+    removed.write_bytes(b"removed weights")
+    folder = runtimes.lite_dir() / "features" / "mobilenetv2"
+    folder.mkdir(parents=True)
+    names = {}
+    for path in (kept, removed):
+        stem = lite.file_stem(runtimes.weights_hash(path))
+        names[path] = [f"{stem}-96px-pooled.tflite", f"{stem}-96px-pooled.json"]
+        for name in names[path]:
+            (folder / name).write_bytes(b"x")
+    removed.unlink()
+
+    tasks.convert_pending()
+
+    assert sorted(p.name for p in folder.iterdir()) == sorted(names[kept])
+
+
+def test_a_conversion_waits_while_the_machine_lacks_the_memory_for_it(api, litert, fast_model, monkeypatch, caplog):
+    """Converting a large model takes GBs: a worker short of memory is not killed, it tries again later."""
+    monkeypatch.setattr(runtimes, "available_memory_mb", lambda: 100.0)
+    assert tasks.convert_pending() == 0
+    assert tasks.convert_pending() == 0
+    assert model_entry(api)["runtime"] == "tensorflow"
+    warnings = [r.getMessage() for r in caplog.records if "not converted to LiteRT yet" in r.getMessage()]
+    assert len(warnings) == 1 and "100 MB are free" in warnings[0]  # said once, not every minute
+
+    monkeypatch.setattr(runtimes, "available_memory_mb", lambda: 10_000.0)
+    assert tasks.convert_pending() == 1
+    assert model_entry(api)["runtime"] == "litert"

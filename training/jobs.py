@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from classifier import inference, runtimes, zoo
+from classifier import tasks as classifier_tasks
 from classifier.weights import installed_filenames
 from training import base_layers, exporting, outcomes, storage, trainer
 from training.models import Dataset, ImportJob, TrainedModel, TrainingJob
@@ -321,6 +322,9 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
             labels=result.labels,
             val_accuracy=validation.get("accuracy"),
         )
+        # The import worker converts the new model to LiteRT and checks it on these validation
+        # images; the web serves it with TensorFlow until then.
+        classifier_tasks.schedule_conversions()
     exports = _build_exports(job, result, data, reporter)
     accuracy = validation.get("accuracy")
     message = (

@@ -33,10 +33,9 @@ from classifier import lite
 FEATURE_TOLERANCE = 1e-4
 JOB_CHECK_IMAGES = 4  # the job's own training images checked before its features pass
 LITE_BATCH = 8  # images per LiteRT call: XNNPACK runs 8 at a time faster than 32 here (cache)
-# Memory, measured (peak RSS, TensorFlow 2.21): converting takes about 300 MB plus 9 times the
-# weights (MobileNetV2 +0.34 GB, ResNet50 +1.1 GB, ConvNeXt Base +3.3 GB), and a process keeps
-# most of it afterwards; an interpreter holds the file and XNNPACK's packed copy of the weights.
-CONVERT_MB, CONVERT_WEIGHTS_FACTOR, INTERPRETER_WEIGHTS_FACTOR = 300, 9, 2
+# Memory: converting takes lite.CONVERT_MB plus lite.CONVERT_WEIGHTS_FACTOR times the weights
+# (measured); an interpreter holds the file and XNNPACK's packed copy of the weights.
+INTERPRETER_WEIGHTS_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def converted_path(settings: LiteFeatures, key: str, size: int, cut: str = "pool
 def memory_mb(weights_bytes: int, converting: bool) -> float:
     """What LiteRT adds to a training process's memory: the interpreter, and the conversion if it converts."""
     weights_mb = weights_bytes / (1024 * 1024)
-    conversion = CONVERT_MB + CONVERT_WEIGHTS_FACTOR * weights_mb if converting else 0.0
+    conversion = lite.CONVERT_MB + lite.CONVERT_WEIGHTS_FACTOR * weights_mb if converting else 0.0
     return INTERPRETER_WEIGHTS_FACTOR * weights_mb + conversion
 
 
