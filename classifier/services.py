@@ -9,15 +9,16 @@ picture at a time, not 32. MAX_REQUEST_PIXELS bounds the decoding work of one re
 beyond it get their own message and the rest are still classified.
 
 Time around the model (docs/PERFORMANCE.md): each thumbnail is made on another thread while the
-model input is made, and the rows of a request are written together after its files, with one
-free-space check and one commit; a failure leaves neither rows nor files behind.
+model input is made; the files are written on another thread while the model runs (LiteRT and
+TensorFlow let go of the GIL), and the rows of a request are written together after both, with
+one free-space check and one commit; a failure leaves neither rows nor files behind.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,15 +28,16 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 
 from classifier import catalog, imaging, inference
-from classifier.engine import BatchResult, Guess
+from classifier.engine import BatchResult
 from classifier.models import Prediction
 from webapp.diskspace import ensure_free_space
 
 log = logging.getLogger(__name__)
 STORED_TOP_K = 5  # History shows the top 5; the API may ask for more, which is stored too
 DEFAULT_MAX_REQUEST_PIXELS = 400_000_000
-# Makes thumbnails beside the request threads (see `_prepare`); threads start when first needed.
-_thumbnails = ThreadPoolExecutor(max_workers=4, thread_name_prefix="thumbnail")
+# Makes thumbnails and writes files beside the request threads (see `_prepare` and
+# `classify_uploads`); threads start when first needed.
+_beside = ThreadPoolExecutor(max_workers=4, thread_name_prefix="classify-io")
 
 
 class ClassificationFailed(Exception):
@@ -129,7 +131,7 @@ def _prepare(upload: UploadedFile, item: FileOutcome, size: int, budget: _PixelB
     # The thumbnail (a resize and a JPEG encode) is made on another core while this thread makes
     # the model input (another resize): Pillow lets go of the GIL for both, so a lone request
     # does them side by side. Both only read the decoded picture.
-    thumbnail = _thumbnails.submit(imaging.thumbnail_jpeg, decoded.image)
+    thumbnail = _beside.submit(imaging.thumbnail_jpeg, decoded.image)
     pixels = imaging.to_model_input(decoded.image, size)
     return _Prepared(
         item=item,
@@ -152,9 +154,33 @@ def classify_uploads(user, model: catalog.ModelChoice, uploads: list[UploadedFil
         imaging.release_memory(budget.used)  # every full-size picture is gone by now
     if not good:
         return outcome
-    result = _predict(model, [prepared.pixels for prepared in good])
+    keep_original = getattr(settings, "KEEP_CLASSIFIED_IMAGES", True)  # False: History keeps thumbnails only
+    needed = sum(len(p.thumbnail) + ((p.upload.size or 0) if keep_original else 0) for p in good)
+    ensure_free_space(settings.MEDIA_ROOT, needed)  # once per request, before its first file
+    rows = [_prediction(user, model, prepared) for prepared in good]
+    writing = _beside.submit(_write_files, good, rows, keep_original)  # while the model runs
+    try:
+        result = _predict(model, [prepared.pixels for prepared in good])
+    except BaseException:
+        if _written(writing) is None:
+            _delete_files(rows)
+        raise
+    failure = _written(writing)
+    if failure is not None:
+        raise failure  # its files are removed already
     outcome.batch_ms = result.seconds * 1000
-    _store_all(user, model, good, result.top(max(top_k, STORED_TOP_K)), outcome.batch_ms / len(good))
+    guesses = result.top(max(top_k, STORED_TOP_K))
+    try:
+        for row, best in zip(rows, guesses, strict=True):
+            row.top = [{"label": g.label, "probability": round(g.probability, 6), "index": g.index} for g in best]
+            row.inference_ms = outcome.batch_ms / len(good)
+            row.batch_size = len(good)
+        _insert(rows)
+    except BaseException:
+        _delete_files(rows)
+        raise
+    for prepared, row in zip(good, rows, strict=True):
+        prepared.item.prediction = row
     return outcome
 
 
@@ -193,37 +219,38 @@ def _predict(model: catalog.ModelChoice, batch: list[np.ndarray]) -> BatchResult
         raise ClassificationFailed(f"{model.name} could not be loaded or run on this server. {remedy}") from None
 
 
-def _store_all(
-    user, model: catalog.ModelChoice, good: list[_Prepared], guesses: list[list[Guess]], per_image_ms: float
-) -> None:
-    """Write every file, then every row with one commit; on any failure nothing is left behind.
+def _write_files(good: list[_Prepared], rows: list[Prediction], keep_original: bool) -> None:
+    """Each file's original (unless KEEP_CLASSIFIED_IMAGES is off) and thumbnail, named for its row.
 
-    One free-space check for the whole request (a statvfs), one commit for all its rows: a request
-    of 16 images takes SQLite's write lock once, not 16 times, and a full disk refuses the request
-    before its first file rather than half way through.
+    Runs beside the model. On failure the files written so far are removed before it raises.
     """
-    # KEEP_CLASSIFIED_IMAGES=False: History keeps the thumbnail, the original upload is not stored.
-    keep_original = getattr(settings, "KEEP_CLASSIFIED_IMAGES", True)
-    needed = sum(len(p.thumbnail) + ((p.upload.size or 0) if keep_original else 0) for p in good)
-    ensure_free_space(settings.MEDIA_ROOT, needed)
-    predictions: list[Prediction] = []
     try:
-        for prepared, best in zip(good, guesses, strict=True):
-            prediction = _prediction(user, model, prepared, best, per_image_ms, len(good))
-            predictions.append(prediction)
+        for prepared, row in zip(good, rows, strict=True):
             stem = uuid.uuid4().hex
             if keep_original:
                 prepared.upload.seek(0)
-                prediction.image.save(stem + imaging.extension(prepared.format), prepared.upload, save=False)
-            prediction.thumbnail.save(stem + ".jpg", ContentFile(prepared.thumbnail), save=False)
-        _insert(predictions)
-    except Exception:
-        for prediction in predictions:
-            prediction.image.delete(save=False)
-            prediction.thumbnail.delete(save=False)
+                row.image.save(stem + imaging.extension(prepared.format), prepared.upload, save=False)
+            row.thumbnail.save(stem + ".jpg", ContentFile(prepared.thumbnail), save=False)
+    except BaseException:
+        _delete_files(rows)
         raise
-    for prepared, prediction in zip(good, predictions, strict=True):
-        prepared.item.prediction = prediction
+
+
+def _written(writing: Future) -> BaseException | None:
+    """Wait for `_write_files`; its failure (to raise once the model's outcome is known), or None."""
+    try:
+        writing.result()
+    except BaseException as exc:
+        return exc
+    return None
+
+
+def _delete_files(rows: list[Prediction]) -> None:
+    for row in rows:
+        if row.image:
+            row.image.delete(save=False)
+        if row.thumbnail:
+            row.thumbnail.delete(save=False)
 
 
 def _insert(predictions: list[Prediction]) -> None:
@@ -238,10 +265,8 @@ def _insert(predictions: list[Prediction]) -> None:
                 prediction.save()
 
 
-def _prediction(
-    user, model: catalog.ModelChoice, prepared: _Prepared, guesses: list[Guess], per_image_ms: float, batch_size: int
-) -> Prediction:
-    """The row of one classified file, not saved yet."""
+def _prediction(user, model: catalog.ModelChoice, prepared: _Prepared) -> Prediction:
+    """The row of one classified file, not saved yet; its guesses and time come after the model ran."""
     return Prediction(
         user=user,
         model_key=model.key,
@@ -250,9 +275,6 @@ def _prediction(
         image_format=prepared.format,
         width=prepared.width,
         height=prepared.height,
-        top=[{"label": g.label, "probability": round(g.probability, 6), "index": g.index} for g in guesses],
-        inference_ms=per_image_ms,
-        batch_size=batch_size,
     )
 
 

@@ -141,6 +141,8 @@ def test_damaged_weights_give_a_message_not_a_500(bob_client, settings, fast_mod
     assert response.status_code == 200
     assert "could not be loaded or run on this server" in response.text
     assert Prediction.objects.count() == 0
+    # The files, written while the model was trying to run, went with the failure.
+    assert [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file()] == []
 
 
 def test_post_without_csrf_token_is_refused(client, bob, fast_model):
