@@ -25,7 +25,7 @@ from django.utils.html import format_html
 
 from training import imports
 from training.forms import ImportForm
-from training.models import Dataset, DatasetImage, ImportJob, Label, Split, TrainedModel, TrainingJob
+from training.models import Dataset, DatasetImage, ImageChange, ImportJob, Label, Split, TrainedModel, TrainingJob
 from training.names import label_key
 from training.splits import Shares
 
@@ -455,3 +455,25 @@ class TrainedModelAdmin(StaffManageMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # models come from training jobs
+
+
+@admin.register(ImageChange)
+class ImageChangeAdmin(StaffManageMixin, admin.ModelAdmin):
+    """The dataset histories, read-only: changes are made and undone on the datasets' pages (training.curation)."""
+
+    list_display = ["original_name", "action", "dataset", "changed_by", "created_at", "reason", "undone_at"]
+    list_filter = ["action", "dataset"]
+    search_fields = ["original_name", "sha256", "reason"]
+    list_select_related = ["dataset", "changed_by"]
+    readonly_fields = ["dataset", "image", "sha256", "original_name", "action", "before", "after", "reason", "batch",
+                       "changed_by", "created_at", "undone_at", "undone_by"]  # fmt: skip
+    fields = readonly_fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # the history stays whole: an undo is recorded on the change itself

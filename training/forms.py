@@ -226,6 +226,9 @@ class GridFilterForm(forms.Form):
 
     label = forms.ModelChoiceField(queryset=Label.objects.none(), required=False, empty_label="All labels")
     split = forms.ChoiceField(choices=[("", "All splits"), *Split.choices], required=False)
+    training = forms.ChoiceField(
+        choices=[("", "All images"), ("excluded", "Excluded only"), ("included", "Included only")], required=False
+    )
 
     def __init__(self, *args, dataset: Dataset, **kwargs) -> None:
         super().__init__(*args, **kwargs)

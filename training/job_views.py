@@ -19,9 +19,9 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifier import int8
-from training import charts, exporting, jobs, trained_models
+from training import charts, comparison, exporting, jobs, outcomes, trained_models
 from training.models import Dataset, DatasetImage, TrainingJob
-from training.training_forms import TrainingForm
+from training.training_forms import ContinueForm, TrainingForm
 from webapp.http import HtmxHttpRequest, form_status
 
 JOBS_PAGE_SIZE = 30
@@ -32,7 +32,7 @@ INT8_GONE = '<section class="card int8-card" id="int8"><p class="muted">This mod
 def _get_job_for_user(request: HtmxHttpRequest, pk: int, write: bool = False) -> tuple[TrainingJob, bool]:
     """The job and whether this user may change it; 404 if unknown, PermissionDenied if `write` and not allowed."""
     job = get_object_or_404(
-        TrainingJob.objects.select_related("dataset", "created_by", "trained_model", "parent"), pk=pk
+        TrainingJob.objects.select_related("dataset", "created_by", "trained_model", "parent", "start_from"), pk=pk
     )
     if not Dataset.can_be_seen_by(request.user):
         raise Http404
@@ -99,6 +99,7 @@ def _job_context(request: HtmxHttpRequest, job: TrainingJob, can_change: bool) -
             charts.curves_svg(history, "accuracy", title="Accuracy", total_epochs=_planned_epochs(job))
         ),
         "evaluations": evaluations,
+        "comparison": _origin_comparison(job),
         "exports": exports,
         "eta": charts.format_duration(job.eta_seconds) if job.eta_seconds else None,
         "duration": charts.format_duration(job.duration.total_seconds()) if job.duration else None,
@@ -106,6 +107,38 @@ def _job_context(request: HtmxHttpRequest, job: TrainingJob, can_change: bool) -
         if job.model_ready_at and job.started_at
         else None,
     }
+
+
+def _origin_comparison(job: TrainingJob) -> dict | None:
+    """The job against the job it came from (trained again from, else continued from), once both finished.
+
+    Measured on the validation images both evaluated (`training.comparison`); a continued job also
+    says how long it took against the job it continued from.
+    """
+    origin = job.parent or job.start_from
+    if origin is None or job.status != TrainingJob.Status.SUCCEEDED or origin.status != TrainingJob.Status.SUCCEEDED:
+        return None
+    view: dict = {"origin": origin, "relation": "trained again from" if job.parent_id else "continued from"}
+    if job.start_from is not None and job.model_ready_at and job.started_at:
+        earlier = job.start_from
+        view["speed"] = {
+            "earlier": earlier,
+            "took": charts.format_duration((job.model_ready_at - job.started_at).total_seconds()),
+            "earlier_took": charts.format_duration((earlier.model_ready_at - earlier.started_at).total_seconds())
+            if earlier.model_ready_at and earlier.started_at
+            else None,
+        }
+    earlier_outcome = outcomes.load_outcomes(origin.folder).get("validation")
+    later_outcome = outcomes.load_outcomes(job.folder).get("validation")
+    if earlier_outcome is None or later_outcome is None:
+        return view  # a job from before outcomes were kept, or its files are gone: the partial says so
+    result = comparison.compare(origin.labels, earlier_outcome, job.labels, later_outcome)
+    shown = {"fixed": result.fixed[:GALLERY_SIZE], "broken": result.broken[:GALLERY_SIZE]}
+    ids = [flip.image_id for flips in shown.values() for flip in flips]
+    present = set(DatasetImage.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    view.update(result=result, present=present, shown=shown,
+                more={name: len(getattr(result, name)) - len(flips) for name, flips in shown.items()})  # fmt: skip
+    return view
 
 
 def _planned_epochs(job: TrainingJob) -> int:
@@ -130,6 +163,12 @@ def _evaluation_view(split: str, result: dict, labels: list[str]) -> dict:
         "result": result,
         "rows": charts.confusion_rows(result["confusion"], labels),
         "labels": labels,
+        # Per label with its number and how many of its images were answered as another label:
+        # the per-label rows link to those images (curation_views.job_images).
+        "label_rows": [
+            {**row, "index": i, "missed": sum(counts) - counts[i]}
+            for i, (row, counts) in enumerate(zip(result["labels"], result["confusion"], strict=True))
+        ],
         "gallery": gallery,
         "more_mistakes": max(0, result.get("mistake_count", 0) - len(gallery)),
     }
@@ -145,7 +184,8 @@ def job_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def job_progress(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """The live part of the job page; it polls itself while the job is active, then stops."""
-    job = TrainingJob.objects.select_related("dataset", "created_by", "trained_model", "parent").filter(pk=pk).first()
+    related = ("dataset", "created_by", "trained_model", "parent", "start_from")
+    job = TrainingJob.objects.select_related(*related).filter(pk=pk).first()
     if job is None:  # htmx ignores error answers and would poll on: answer with the news instead
         return render(request, "training/partials/_job_gone.html")
     context = _job_context(request, job, job.can_be_changed_by(request.user))
@@ -176,6 +216,30 @@ def job_again(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         return redirect("training:job_detail", pk=job.pk)
     messages.success(request, f"Training job {new.pk} queued with the settings of job {job.pk}.")
     return redirect("training:job_detail", pk=new.pk)
+
+
+@require_http_methods(["GET", "POST"])
+def job_continue(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The training form prefilled from a finished job; the job it queues starts from that job's model."""
+    job, _ = _get_job_for_user(request, pk)
+    if not job.dataset.can_train(request.user):
+        raise PermissionDenied
+    refusal = jobs.continue_refusal(job, job.dataset, job.base_key)
+    problems = jobs.refusals(job.dataset) + ([refusal] if refusal else [])
+    form = ContinueForm(request.POST if request.method == "POST" else None, earlier=job)
+    conflict = False
+    if request.method == "POST" and form.is_valid():
+        try:
+            new = jobs.continue_training(job, form.config(), request.user)
+        except jobs.TrainingRefused as refused:
+            form.add_error(None, str(refused))
+            conflict = bool(problems)
+        else:
+            messages.success(request, f"Training job {new.pk} queued: it continues from the model of job {job.pk}.")
+            return redirect("training:job_detail", pk=new.pk)
+    context = {"job": job, "dataset": job.dataset, "form": form, "problems": problems,
+               "images": job.dataset.images.count()}  # fmt: skip
+    return render(request, "training/continue_form.html", context, status=form_status(request, form, conflict=conflict))
 
 
 @require_http_methods(["GET", "POST"])

@@ -24,8 +24,8 @@ from django.utils import timezone
 from classifier import inference, runtimes, zoo
 from classifier import tasks as classifier_tasks
 from classifier.weights import installed_filenames
-from training import base_layers, exporting, outcomes, storage, trainer
-from training.models import Dataset, ImportJob, TrainedModel, TrainingJob
+from training import analysis, base_layers, continuing, exporting, outcomes, storage, trainer
+from training.models import Dataset, ImportJob, TrainedModel, TrainingJob, job_folder
 from webapp import background
 from webapp.diskspace import DiskFull, ensure_free_space
 
@@ -71,7 +71,7 @@ def refusals(dataset: Dataset) -> list[str]:
     """Why this dataset cannot be trained on now, in sentences that say what to change (empty: it can)."""
     problems = []
     labels = list(dataset.labels.all())
-    counts = dataset.split_counts()
+    counts = dataset.split_counts(trainable=True)  # excluded images never train
     if len(labels) < 2:
         problems.append("A model needs at least 2 labels to choose between: add labels and images to them.")
     empty = [label.name for label in labels if counts.get(label.pk, {}).get("train", 0) == 0]
@@ -113,11 +113,13 @@ def start_training(
     user,
     parent: TrainingJob | None = None,
     *,
+    start_from: TrainingJob | None = None,
     enqueue: bool = True,
 ) -> TrainingJob:
     """Check, record and queue a job; raises TrainingRefused with every reason at once.
 
-    `enqueue=False` records it without queueing: `manage.py train --foreground` runs it itself.
+    `start_from` continues from that job's model (see `continue_refusal`). `enqueue=False` records
+    it without queueing: `manage.py train --foreground` runs it itself.
     """
     from training import tasks
 
@@ -125,6 +127,9 @@ def start_training(
     refused_base = base_refusal(base_key)
     if refused_base:
         problems.append(refused_base)
+    refused_start = continue_refusal(start_from, dataset, base_key) if start_from is not None else None
+    if refused_start:
+        problems.append(refused_start)
     try:
         config.validate()
     except trainer.TrainingError as exc:
@@ -144,10 +149,11 @@ def start_training(
             dataset=dataset,
             created_by=user if user is not None and user.is_authenticated else None,
             parent=parent,
+            start_from=start_from,
             base_key=model.key,
             base_name=model.name,
             config=config.as_dict(),
-            snapshot=dataset.snapshot(),
+            snapshot={**dataset.snapshot(), **_start_record(start_from)},
             epochs=config.epochs,
         )
         if enqueue:
@@ -156,9 +162,76 @@ def start_training(
 
 
 def train_again(job: TrainingJob, user) -> TrainingJob:
-    """The same settings on the dataset as it is now (new images included)."""
+    """The same settings on the dataset as it is now (new images included); a continued job
+    continues again from the same earlier model while it exists."""
     config = trainer.TrainConfig.from_dict(job.config)
-    return start_training(job.dataset, job.base_key, config, user, parent=job)
+    return start_training(job.dataset, job.base_key, config, user, parent=job, start_from=job.start_from)
+
+
+# --- Continue training ---------------------------------------------------------------------------
+def continue_refusal(earlier: TrainingJob, dataset: Dataset, base_key: str) -> str | None:
+    """Why a job cannot continue from `earlier`'s model, in a sentence; None when it can.
+
+    The trainer checks the model itself again when the job runs (`training.continuing`): its
+    files may go, or the base's weights file change, while the job waits in the queue.
+    """
+    model = TrainedModel.objects.filter(job=earlier).first()
+    name = f"job {earlier.pk}"
+    if earlier.status != TrainingJob.Status.SUCCEEDED or model is None:
+        return f"Only a finished job's model can be continued, and {name} has none. Start a new job instead."
+    if earlier.dataset_id != dataset.pk:
+        return f"{name.capitalize()} was trained on another dataset; continue it from its own dataset's jobs."
+    try:
+        base = zoo.get(base_key)
+    except zoo.UnknownModel:
+        return None  # base_refusal says it
+    if base.key != earlier.base_key:
+        return (
+            f"{name.capitalize()} was trained on {earlier.base_name}, and a continued job keeps its base. To train "
+            f"on {base.name}, start a new job with “Train a model”."
+        )
+    if model.input_size != base.input_size:
+        return (
+            f"The model of {name} takes {model.input_size}-pixel images and {base.name} now takes "
+            f"{base.input_size}: its head cannot carry over. Start a new job instead."
+        )
+    if not model.path.is_file():
+        return f"The model files of {name} are gone, so there is nothing to continue from. Start a new job instead."
+    return None
+
+
+def continue_training(earlier: TrainingJob, config: trainer.TrainConfig, user) -> TrainingJob:
+    """A job that starts from `earlier`'s model, on the dataset as it is now (new images and labels included)."""
+    return start_training(earlier.dataset, earlier.base_key, config, user, start_from=earlier)
+
+
+def fine_tuned_from(job: TrainingJob) -> int | None:
+    """The lowest base layer this job's model changed: its own fine-tuning, or what it continued from."""
+    own = job.config.get("fine_tune_from") if job.fine_tunes else None
+    inherited = job.snapshot.get("start_from", {}).get("fine_tuned_from")
+    layers = [layer for layer in (own, inherited) if layer is not None]
+    return min(layers) if layers else None
+
+
+def _start_record(earlier: TrainingJob | None) -> dict:
+    """What the job keeps of the model it continues from, so it still knows when that job is deleted."""
+    if earlier is None:
+        return {}
+    labels = list(earlier.trained_model.labels)
+    return {"start_from": {"job": earlier.pk, "labels": labels, "fine_tuned_from": fine_tuned_from(earlier)}}
+
+
+def warm_start(job: TrainingJob) -> continuing.WarmStart | None:
+    """The trainer's `start` for a continued job (its earlier model is read, and checked, when it runs)."""
+    record = job.snapshot.get("start_from")
+    if not record:
+        return None
+    return continuing.WarmStart(
+        model_path=job_folder(record["job"]) / "model.keras",
+        labels=tuple(record["labels"]),
+        fine_tuned_from=record.get("fine_tuned_from"),
+        name=f"job {record['job']}",
+    )
 
 
 def cancel(job: TrainingJob) -> bool:
@@ -292,6 +365,7 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
         on_epoch=reporter.epoch,
         should_stop=reporter.should_stop,
         lite=lite_features(base_model),
+        start=warm_start(job),
     )
     _keep_outcomes(workdir, data, result)
     validation = result.evaluation.get("validation", {})
@@ -334,7 +408,8 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
     )
     if reporter.stop and not reporter.lost:
         message += " Building the exports was cancelled."
-    TrainingJob.transition(job.pk, TrainingJob.Status.SUCCEEDED, message=message, exports=exports, percent=100)
+    if TrainingJob.transition(job.pk, TrainingJob.Status.SUCCEEDED, message=message, exports=exports, percent=100):
+        analysis.request_after_training(job.pk)  # suspected label errors and near-duplicates, on the main worker
 
 
 def _keep_outcomes(workdir: Path, data: trainer.TrainData, result: trainer.TrainResult) -> None:

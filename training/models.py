@@ -151,10 +151,11 @@ class Dataset(models.Model):
         """label_key(name) -> name, for matching folder names and form input to existing labels."""
         return {label_key(name): name for name in self.labels.values_list("name", flat=True)}
 
-    def split_counts(self) -> dict[int, dict[str, int]]:
-        """Images per label id and split, in one query."""
+    def split_counts(self, *, trainable: bool = False) -> dict[int, dict[str, int]]:
+        """Images per label id and split, in one query; `trainable`: only those jobs train on (not excluded)."""
         counts: dict[int, dict[str, int]] = {}
-        rows = self.images.values("label_id", "split").annotate(n=Count("id")).order_by()
+        images = self.images.filter(excluded=False) if trainable else self.images
+        rows = images.values("label_id", "split").annotate(n=Count("id")).order_by()
         for row in rows:
             counts.setdefault(row["label_id"], dict.fromkeys(splits.SPLITS, 0))[row["split"]] = row["n"]
         return counts
@@ -226,11 +227,11 @@ class Dataset(models.Model):
         """What a training job records of the dataset it trains on, JSON-ready.
 
         {"labels": [[label id, name], ...] in the model's output order (by name, ignoring case),
-         "images": [[image id, label id, split, sha256, format], ...]}
+         "images": [[image id, label id, split, sha256, format], ...]}; excluded images are left out.
         """
         labels = [[label.pk, label.name] for label in sorted(self.labels.all(), key=lambda la: label_key(la.name))]
-        images = [list(row) for row in self.images.order_by("id").values_list("id", "label_id", "split", "sha256",
-                                                                              "format")]  # fmt: skip
+        trainable = self.images.filter(excluded=False).order_by("id")
+        images = [list(row) for row in trainable.values_list("id", "label_id", "split", "sha256", "format")]
         return {"labels": labels, "images": images}
 
     @staticmethod

@@ -5,6 +5,7 @@ Plain Python (no Django): callers pass the dataset folder, `DATASETS_DIR/<datase
     images/ab/ab12…ef.jpg   the original bytes as received, named by their SHA-256
     thumbs/ab/ab12…ef.jpg   a JPEG of at most 256 px for grids
     journal/<operation>.txt files an unfinished operation created (see `Journal`)
+    trash/<token>/          an image deleted by a person, kept to be restored (see `move_to_trash`)
 
 Order of work everywhere: files first, then the database rows, so no row ever points at a missing
 file. A file whose row never arrives (the operation failed or was killed) is listed in that
@@ -175,3 +176,42 @@ def delete_image_files(folder: Path, sha: str, fmt: str) -> None:
 
 def delete_folder(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def trash_folder(folder: Path, token: str) -> Path:
+    """Where one deleted image's files wait to be restored: a folder per deletion, so the same picture
+    deleted twice (added again in between) never overwrites the other's files."""
+    if not token or not token.isalnum():
+        raise ValueError(f"Not a trash token: {token!r}")
+    return folder / "trash" / token
+
+
+def trashed_paths(folder: Path, token: str, fmt: str) -> tuple[Path, Path]:
+    """The original and the thumbnail of a trashed image."""
+    trash = trash_folder(folder, token)
+    return trash / f"original{imaging.extension(fmt)}", trash / "thumbnail.jpg"
+
+
+def move_to_trash(folder: Path, sha: str, fmt: str, token: str) -> None:
+    """Move an image's original and thumbnail into trash/<token>/ (a rename: same disk, no copy).
+
+    A file already missing is skipped: restoring then says what is gone.
+    """
+    sources = (image_path(folder, sha, fmt), thumbnail_path(folder, sha))
+    pairs = zip(sources, trashed_paths(folder, token, fmt), strict=True)
+    for source, target in pairs:
+        if source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+
+
+def old_trash(folder: Path, older_than: float) -> list[Path]:
+    """Trash folders of a dataset folder last written before `older_than` (a timestamp)."""
+    found = []
+    for trash in sorted((folder / "trash").glob("*")):
+        try:
+            if trash.is_dir() and trash.stat().st_mtime < older_than:
+                found.append(trash)
+        except FileNotFoundError:
+            continue  # restored meanwhile
+    return found

@@ -16,7 +16,7 @@ from huey import crontab
 from huey import signals as huey_signals
 from huey.contrib.djhuey import HUEY, close_db, db_periodic_task, db_task
 
-from training import imports, jobs, recovery
+from training import analysis, imports, jobs, recovery
 from training.models import ImportJob, TrainingJob
 from training.queue import TRAINING_HUEY
 from webapp import background
@@ -36,6 +36,15 @@ def import_archive(job_id: int) -> None:
 def train(job_id: int) -> None:
     """Run TrainingJob `job_id` (queued by `jobs.start_training` after its commit)."""
     jobs.run_training_job(job_id)
+
+
+@db_task()
+def find_suspects(job_id: int) -> None:
+    """Suspected label errors and near-duplicates of finished TrainingJob `job_id` (queued by `analysis.request`).
+
+    On the main queue: seconds of NumPy on cached features, never behind an hour of training.
+    """
+    analysis.run(job_id)
 
 
 @TRAINING_HUEY.on_startup()

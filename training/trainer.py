@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from classifier import imaging, zoo
 from classifier.weights import installed_path, missing_message
 from training import evaluation, lite_features
 from training.lite_features import LiteFeatures
+
+if TYPE_CHECKING:
+    from training.continuing import WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -574,17 +577,19 @@ def run(
     on_epoch: Callable[[EpochResult], None] = _noop,
     should_stop: Callable[[], bool] = lambda: False,
     lite: LiteFeatures | None = None,
+    start: WarmStart | None = None,
 ) -> TrainResult:
     """Train, evaluate and save a model; raises TrainingError (a sentence) or Cancelled.
 
     `lite` lets the frozen base's features be computed by LiteRT (converted, cached and checked
-    by `training.lite_features`); without it TensorFlow computes them.
+    by `training.lite_features`); without it TensorFlow computes them. `start` continues from an
+    earlier model (`training.continuing`): its head, and its fine-tuned layers if it had any.
     """
     config.validate()
     data.check()
     lite = lite or LiteFeatures.off("LiteRT was not asked for.")
     try:
-        return _run(config, base, data, Path(workdir), on_progress, on_epoch, should_stop, lite)
+        return _run(config, base, data, Path(workdir), on_progress, on_epoch, should_stop, lite, start)
     except (TrainingError, Cancelled):
         raise
     except MemoryError:
@@ -605,9 +610,12 @@ def _release() -> None:
 
 
 def _run(
-    config, base_spec: Base, data: TrainData, workdir: Path, on_progress, on_epoch, should_stop, lite: LiteFeatures
-) -> TrainResult:
+    config, base_spec: Base, data: TrainData, workdir: Path, on_progress, on_epoch, should_stop, lite: LiteFeatures,
+    start: WarmStart | None = None,
+) -> TrainResult:  # fmt: skip
     import keras
+
+    from training import continuing
 
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -622,6 +630,13 @@ def _run(
     base.trainable = False
     pre = preprocessing_layer(base_spec.preprocess)
     timings["build_s"] = time.monotonic() - t
+    earlier = None
+    if start is not None:  # continue: the earlier model's fine-tuned layers now, its head once built
+        t = time.monotonic()
+        earlier = continuing.start_from(start, base, pre, size, base_spec.name, config)
+        if earlier.changes_base:  # the converted base holds the installed weights, not these
+            lite = LiteFeatures.off(f"the base carries the fine-tuned layers of {start.name}.")
+        timings["warm_start_s"] = time.monotonic() - t
     if config.fine_tunes and not config.fine_tune_from < len(base.layers):
         raise TrainingError(
             f"Fine-tuning must start at a layer below {len(base.layers)}: {base_spec.name} has {len(base.layers)} "
@@ -677,6 +692,8 @@ def _run(
     extractor = _feature_extractor(base, pre, size)
     feature_size = int(extractor.output.shape[-1])
     head = build_head(feature_size, classes, config)
+    if earlier is not None:
+        notes.append(continuing.describe(earlier, continuing.warm_head(head, earlier, labels)))
     weights = _class_weights(truth["train"], classes) if config.class_weights else np.ones(classes, np.float32)
     augmenter = _augmenter(config.augment, config.seed) if augmenting else None
     history: list[EpochResult] = []
@@ -706,9 +723,20 @@ def _run(
         timings["features_convert_s"] = path.convert_seconds
         if path.forward is None and lite.folder is not None:
             notes.append(f"The base's features were computed with TensorFlow: {path.reason}")
-        # Each image is decoded once; its views all go through the base from that one decode.
-        train_views = _extract_views(extract_fn, feature_size, lambda idx: images_of("train", data.train, idx),
-                                     n_train, views, augmenter, tracker)  # fmt: skip
+        # Each image is decoded once; its views all go through the base from that one decode. A continued
+        # job takes the earlier job's features of the training images it saw, when its base is unchanged.
+        known = continuing.known_features(earlier, feature_size) if earlier and views == 1 else {}
+        todo = np.array([i for i, e in enumerate(data.train) if e.image_id not in known], np.int64)
+        train_views = np.empty((views, n_train, feature_size), np.float32)
+        train_views[:, todo] = _extract_views(extract_fn, feature_size,
+                                              lambda idx: images_of("train", data.train, todo[idx]), len(todo),
+                                              views, augmenter, tracker)  # fmt: skip
+        for i in np.setdiff1d(np.arange(n_train), todo):
+            train_views[0, i] = known[data.train[i].image_id]
+        if len(todo) < n_train:
+            strategy["reused_features"] = n_train - len(todo)
+            notes.append(f"The features of {n_train - len(todo)} of the {n_train} training images came from "
+                         f"{start.name}; {len(todo)} went through the base.")  # fmt: skip
         features = {
             split: _extract_views(extract_fn, feature_size, lambda idx, s=split, e=examples: images_of(s, e, idx),
                                   len(examples), 1, None, tracker)[0]
@@ -811,6 +839,30 @@ def _run(
         probabilities=probabilities,
         features={"train": train_views[0], **features} if cached else {},
     )
+
+
+def base_features(
+    base_spec: Base, examples: Sequence[Example], should_stop: Callable[[], bool] | None = None
+) -> np.ndarray:
+    """The frozen base's pooled features of each image, un-augmented, in example order (float32).
+
+    What a job caches while it trains (`TrainResult.features`), for a job that did not: suspected
+    label errors and near-duplicates are found from these (`training.analysis`).
+    """
+    base = base_spec.build()
+    base.trainable = False
+    size = base_spec.input_size
+    extractor = _feature_extractor(base, preprocessing_layer(base_spec.preprocess), size)
+    forward = _forward_fn(extractor, size)
+    out = np.empty((len(examples), int(extractor.output.shape[-1])), np.float32)
+    try:
+        for start in range(0, len(examples), FEATURE_BATCH):
+            chunk = examples[start : start + FEATURE_BATCH]
+            images = load_images(chunk, size, should_stop).astype(np.float32)
+            out[start : start + len(chunk)] = np.asarray(forward(images))
+    finally:
+        _release()
+    return out
 
 
 # --- Pieces of the run ---------------------------------------------------------------------------
@@ -1056,7 +1108,8 @@ def _fine_tune_cached(
         parts: list[list[np.ndarray]] = [[] for _ in crossing]
         for start in range(0, len(examples), FEATURE_BATCH):
             idx = np.arange(start, min(start + FEATURE_BATCH, len(examples)))
-            for i, a in enumerate(forward(np.asarray(images_of(split, examples, idx), np.float32))):
+            outs = forward(np.asarray(images_of(split, examples, idx), np.float32))
+            for i, a in enumerate(outs if isinstance(outs, list | tuple) else [outs]):  # one crossing: one tensor
                 parts[i].append(np.asarray(a))
             tracker.step(PHASE_FINE_TUNE, units=0)
         return [np.concatenate(p) for p in parts]

@@ -7,10 +7,13 @@ combinations are refused with a sentence that says what to change; the dataset's
 
 from __future__ import annotations
 
+import math
+
 from django import forms
 
 from classifier import zoo
 from training import jobs, trainer
+from training.models import TrainingJob
 
 DEFAULTS = trainer.TrainConfig()
 AUGMENT_CHOICES = [
@@ -174,6 +177,36 @@ class TrainingForm(forms.Form):
             }
             for key, option in self.options.items()
         ]
+
+
+class ContinueForm(TrainingForm):
+    """The training form for continuing from an earlier job: its base is fixed, its settings prefilled.
+
+    The head starts trained, so half the earlier job's epochs are proposed. A fine-tuned earlier
+    model keeps its fine-tuned layers, so no more fine-tuning is proposed (its layer is filled in:
+    an epoch count turns it on): fine-tuning is where a job's time goes (docs/PERFORMANCE.md,
+    "Continuing a job"). Everything else starts as the earlier job had it.
+    """
+
+    def __init__(self, *args, earlier: TrainingJob, **kwargs) -> None:
+        kwargs.setdefault("initial", continue_initial(earlier.config))
+        super().__init__(*args, **kwargs)
+        self.earlier = earlier
+        self.fields["base"].disabled = True  # the posted value, if any, is ignored
+        self.fields["base"].initial = earlier.base_key
+
+
+def continue_initial(config: dict) -> dict:
+    """The form's starting values for continuing a job that ran with `config`."""
+    earlier = trainer.TrainConfig.from_dict(config)
+    kept = ("learning_rate", "fine_tune_learning_rate", "batch_size", "early_stopping", "class_weights", "seed")
+    initial = {name: getattr(earlier, name) for name in kept}
+    initial["epochs"] = max(1, math.ceil(earlier.epochs / 2))
+    initial["augment"] = list(earlier.augment)
+    initial["fine_tune_epochs"] = 0
+    if earlier.fine_tunes:
+        initial["fine_tune_from"] = earlier.fine_tune_from
+    return initial
 
 
 def _option_label(option: jobs.BaseOption) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import job_views, views
+from training import curation_views, job_views, review_views, suspect_views, views
 
 app_name = "training"
 
@@ -26,6 +26,7 @@ urlpatterns = [
     path("jobs/<int:pk>/progress/", job_views.job_progress, name="job_progress"),
     path("jobs/<int:pk>/cancel/", job_views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/again/", job_views.job_again, name="job_again"),
+    path("jobs/<int:pk>/continue/", job_views.job_continue, name="job_continue"),
     path("jobs/<int:pk>/delete/", job_views.job_delete, name="job_delete"),
     path("jobs/<int:pk>/exports/<str:fmt>/", job_views.job_export, name="job_export"),
     path("jobs/<int:pk>/int8/", job_views.job_int8, name="job_int8"),
@@ -37,4 +38,25 @@ urlpatterns = [
     path("images/<int:pk>/original/", views.image_original, name="image_original"),
     path("images/<int:pk>/update/", views.image_update, name="image_update"),
     path("images/<int:pk>/delete/", views.image_delete, name="image_delete"),
+    # Curation (issue 13)
+    path("jobs/<int:pk>/images/", curation_views.job_images, name="job_images"),
+    path("images/<int:pk>/curate/", curation_views.image_action, name="image_action"),
+    path("<int:pk>/images/curate/", curation_views.selection_action, name="selection_action"),
+    path("<int:pk>/history/", curation_views.dataset_history, name="dataset_history"),
+    path("<int:pk>/history/<int:change_pk>/undo/", curation_views.change_undo, name="change_undo"),
+    path("<int:pk>/history/batches/<str:batch>/undo/", curation_views.batch_undo, name="batch_undo"),
+    # Review of low-confidence predictions (issue 13)
+    path("<int:pk>/review/", review_views.review_list, name="review_list"),
+    path("<int:pk>/review/add/", review_views.review_add, name="review_add"),
+    path("<int:pk>/review/dismiss/", review_views.review_dismiss, name="review_dismiss"),
+    path("<int:pk>/review/<int:prediction_pk>/thumbnail/", review_views.review_thumbnail, name="review_thumbnail"),
+    path("<int:pk>/review/<int:prediction_pk>/image/", review_views.review_image, name="review_image"),
+    # Suspects and near-duplicates (issue 13)
+    path("jobs/<int:pk>/analysis/", suspect_views.job_analysis, name="job_analysis"),
+    path("jobs/<int:pk>/analysis/start/", suspect_views.job_analysis_start, name="job_analysis_start"),
+    path("jobs/<int:pk>/suspects/", suspect_views.job_suspects, name="job_suspects"),
+    path("jobs/<int:pk>/suspects/<int:image_pk>/accept/", suspect_views.suspect_accept, name="suspect_accept"),
+    path("jobs/<int:pk>/suspects/<int:image_pk>/dismiss/", suspect_views.suspect_dismiss, name="suspect_dismiss"),
+    path("jobs/<int:pk>/duplicates/", suspect_views.job_duplicates, name="job_duplicates"),
+    path("jobs/<int:pk>/duplicates/<int:kept_pk>-<int:moved_pk>/", suspect_views.duplicate_fix, name="duplicate_fix"),
 ]

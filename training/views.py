@@ -23,7 +23,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from classifier import imaging
-from training import exports, imports, readiness, uploads
+from training import curation, exports, imports, readiness, uploads
 from training.forms import (
     DatasetEditForm,
     DatasetForm,
@@ -119,6 +119,9 @@ def _grid(request: HtmxHttpRequest, dataset: Dataset) -> dict:
         if filters.cleaned_data["split"]:
             images = images.filter(split=filters.cleaned_data["split"])
             params["split"] = filters.cleaned_data["split"]
+        if filters.cleaned_data["training"]:  # excluded images stay in the dataset; jobs skip them
+            images = images.filter(excluded=filters.cleaned_data["training"] == "excluded")
+            params["training"] = filters.cleaned_data["training"]
     page = Paginator(images, PAGE_SIZE).get_page(request.GET.get("page"))
     here = reverse("training:dataset_detail", args=[dataset.pk])
     query = urlencode({**params, "page": page.number})
@@ -157,12 +160,13 @@ def dataset_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     labels = list(dataset.labels.all())
     rows = _label_rows(dataset, labels)
     image_total = sum(r["total"] for r in rows)
+    trainable = dataset.split_counts(trainable=True)  # the warnings count what jobs train on: not excluded images
     context.update(
         labels=labels,
         label_rows=rows,
         image_total=image_total,
         warnings=readiness.warnings(
-            {r["label"].name: {s: r[s] for s in Split.values} for r in rows},
+            {label.name: trainable.get(label.pk, dict.fromkeys(Split.values, 0)) for label in labels},
             validation_percent=dataset.validation_percent,
         ),
         active_import=dataset.active_import(),
@@ -412,11 +416,11 @@ def image_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     image = _get_image_for_user(request, pk, write=True)
     dataset = image.dataset
     form = ImageForm(request.POST, dataset=dataset)
-    error = None
-    if form.is_valid():
-        image.label, image.split = form.cleaned_data["label"], form.cleaned_data["split"]
-        image.save(update_fields=["label", "split"])
-        dataset.touch()
+    error, changes = None, []
+    if form.is_valid():  # recorded in the dataset's history, undoable there (training.curation)
+        batch, reason = curation.new_batch(), "dataset page" if request.htmx else "image page"
+        changes = curation.move_images([image], form.cleaned_data["label"], request.user, reason=reason, batch=batch)
+        changes += curation.change_split([image], form.cleaned_data["split"], request.user, reason=reason, batch=batch)
     else:
         error = "Choose a label of this dataset and a split."
     if request.htmx:
@@ -426,6 +430,7 @@ def image_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             "can_change": True,
             "labels": dataset.labels.all(),
             "card_error": error,
+            "changes": changes,
             "back_url": _next_url(request, ""),
         }
         return render(request, "training/partials/_image_card.html", context)
@@ -442,12 +447,12 @@ def image_update(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 def image_delete(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     image = _get_image_for_user(request, pk, write=True)
     dataset, name = image.dataset, image.original_name
-    image.delete()  # the files go once the delete commits
-    dataset.touch()
+    curation.delete_images([image], request.user, reason="image page")  # undoable from the dataset's history
     back = _next_url(request, reverse("training:dataset_detail", args=[dataset.pk]))
     if request.htmx:
         if request.htmx.target and request.htmx.target.startswith("image-"):
             return HttpResponse("")  # the card disappears from the grid
         return HttpResponseClientRedirect(back)
-    messages.success(request, f"“{name}” was deleted.")
+    messages.success(request, f"“{name}” was deleted. The dataset's History can undo it for "
+                              f"{curation.trash_retention_days()} days.")  # fmt: skip
     return redirect(back)

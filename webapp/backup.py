@@ -455,6 +455,8 @@ def backup(dest: Path, *, weights: bool = True, requested_format: str = "auto") 
             capture = Capture(staging)
             extras = _take_extras(capture, weights)
             db = _copy_consistently(capture, dest, fmt)
+            # The per-image results beside the snapshot's models (no row names them; optional).
+            extras |= {path for path in datafiles.job_companions(db.names) if capture.take(path)}
             files = _finish_files(capture, staging, dest / DATA, set(db.names) - set(db.missing) | extras)
         size, sha = _hash_file(dest / db.file)
     except BaseException:

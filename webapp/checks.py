@@ -77,6 +77,7 @@ def check_disk_settings(app_configs, **kwargs) -> list[Error]:
     values = {
         "MIN_FREE_DISK_MB": getattr(settings, "MIN_FREE_DISK_MB", 500),
         "PREDICTION_RETENTION_DAYS": getattr(settings, "PREDICTION_RETENTION_DAYS", 0),
+        "TRASH_RETENTION_DAYS": getattr(settings, "TRASH_RETENTION_DAYS", 30),
     }
     return [
         Error(f"{name} cannot be negative.", hint="Unset it to use the default.", id="transferlab.E003")

@@ -5,6 +5,9 @@ Three kinds of rows own files:
 - classifier.Prediction: `media/<image>` (empty when KEEP_CLASSIFIED_IMAGES=False) and `media/<thumbnail>`;
 - training.DatasetImage: `datasets/<dataset>/images/<sha[:2]>/<sha>.<ext>` and `thumbs/<sha[:2]>/<sha>.jpg`;
 - training.TrainedModel: `models/<job>/model.keras`, and the export zips its job recorded (TrainingJob.exports).
+  Beside them a finished job may keep its per-image results (JOB_COMPANIONS: training.outcomes and the
+  label check's file); no row names them and older jobs have none, so they are neither missing nor
+  orphans, and a backup takes those that are there.
 
 A file is named by its *data path*, the folder key and the path inside it ("media/predictions/2025/01/x.jpg"),
 so a backup restores into any DATA_DIR. Names are read with plain SQL through any DB-API cursor: the same
@@ -125,6 +128,23 @@ def _trained_model_files(cursor) -> Iterator[tuple[str, str]]:
         yield f"models/{job_id}/model.keras", f"training.TrainedModel {pk} (model)"
         for fmt, path in export_paths(exports, job_id).items():
             yield path, f"training.TrainingJob {job_id} (export {fmt})"
+
+
+# Files a finished job keeps beside its model when it has them (training.outcomes, training.analysis).
+JOB_COMPANIONS = ("outcomes.npz", "features.npz", "analysis.json")
+
+
+def job_companions(names: dict[str, str]) -> list[str]:
+    """Data paths of the companion files present beside each model that `names` holds."""
+    models = root_dirs()["models"]
+    found = []
+    for data_path in names:
+        parts = PurePosixPath(data_path).parts
+        if len(parts) == 3 and parts[0] == "models" and parts[2] == "model.keras":
+            for name in JOB_COMPANIONS:
+                if (models / parts[1] / name).is_file():
+                    found.append(f"models/{parts[1]}/{name}")
+    return found
 
 
 def export_paths(exports: dict | str | None, job_id: int) -> dict[str, str]:
@@ -364,7 +384,7 @@ def _model_orphans(jobs: dict[int, Path], names: dict[str, str], cutoff: float, 
             report.in_use += sum(1 for _ in walk_files(folder))
         elif job_id in with_model:
             for path in walk_files(folder):
-                if data_path_of(path) not in names:
+                if data_path_of(path) not in names and path.name not in JOB_COMPANIONS:
                     _judge(path, data_path_of(path), cutoff, report)
         else:
             _judge_folder(folder, f"models/{job_id}/", cutoff, report)

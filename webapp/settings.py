@@ -38,6 +38,20 @@ def envint(name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, not {value!r}") from None
 
 
+def envfraction(name: str, default: float) -> float:
+    """Read a number above 0 and at most 1 (a probability); anything else is an error at start."""
+    value = os.getenv(name, "")
+    if value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number <= 1:
+        raise ValueError(f"{name} must be a number above 0 and at most 1, such as 0.6, not {value!r}")
+    return number
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
@@ -309,8 +323,13 @@ FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 MIN_FREE_DISK_MB = envint("MIN_FREE_DISK_MB", 500)
 # Predictions older than this many days are deleted with their images by a daily task; 0 keeps them.
 PREDICTION_RETENTION_DAYS = envint("PREDICTION_RETENTION_DAYS", 0)
+# Dataset images a person deleted wait this many days in the dataset's trash, so the deletion can be undone.
+TRASH_RETENTION_DAYS = envint("TRASH_RETENTION_DAYS", 30)
 # False: predictions are recorded for History with their thumbnail, but uploaded originals are not kept.
 KEEP_CLASSIFIED_IMAGES = envbool("KEEP_CLASSIFIED_IMAGES", "True")
+# A trained model's predictions whose best guess is less sure than this are listed for review on its
+# dataset (training/review.py); the review page can show another threshold for one look.
+REVIEW_CONFIDENCE = envfraction("REVIEW_CONFIDENCE", 0.6)
 
 # --- Dataset zip import (training/archives.py) ---------------------------------------------
 # Checked from the zip's directory before a single member is extracted, then again while the
