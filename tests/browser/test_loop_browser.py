@@ -1,11 +1,11 @@
 """A person fixes labels after a first model, trains again and reads what changed, in Chromium.
 
 The first job is trained before the browser opens, on a dataset with two validation pictures filed
-under the wrong label; the test moves them to the right one (training.curation, as the image
-actions do), then the person presses
-"Train again" on the finished job. The test plays the training worker for the new job while the
-page follows it by polling; the finished page compares the job with its parent: the two fixed
-pictures flipped from wrong to right. Then the dataset's model history, and the Continue form.
+under the wrong label. The person opens the confusion-matrix cell where they sit ("green" images
+answered "red"), moves both to "red" in place, goes back to the job and presses "Train again".
+The test plays the training worker for the new job while the page follows it by polling; the
+finished page compares the job with its parent: the two fixed pictures flipped from wrong to
+right. Then the dataset's model history, and the Continue form.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.training_helpers import TRAIN_BASE, colour_dataset
-from training import curation, jobs, tasks, trainer
+from training import jobs, tasks, trainer
 from training.models import TrainingJob
 
 
@@ -29,7 +29,6 @@ def test_train_again_after_fixing_labels_and_read_the_comparison_with_the_parent
     first = jobs.start_training(dataset, TRAIN_BASE, trainer.TrainConfig(epochs=15), alice)  # runs at once here
     first.refresh_from_db()
     assert first.status == TrainingJob.Status.SUCCEEDED, first.message
-    curation.move_images(mislabelled, red, alice, reason="fixed by hand")  # the labels are fixed, and recorded
     queued: list[int] = []
     monkeypatch.setattr(tasks, "train", queued.append)
 
@@ -38,6 +37,21 @@ def test_train_again_after_fixing_labels_and_read_the_comparison_with_the_parent
     expect(page.locator("#job-body")).to_have_attribute("data-status", "succeeded")
     expect(page.get_by_role("link", name="Continue training")).to_be_visible()
     screenshot("loop-first-job")
+
+    # The cell of "green" pictures the model answered "red" (labels in name order: blue, green, red).
+    matrix = page.locator("[data-testid=evaluation-validation] table.confusion")
+    matrix.locator("a.cell-link[href*='true=1'][href*='predicted=2']").click()
+    expect(page.locator("h1")).to_have_text("“green” images answered “red”")
+    cards = page.locator("[data-testid=cell-image]")
+    expect(cards).to_have_count(2)
+    for i in range(2):
+        card = cards.nth(i)
+        expect(card.locator("select[name=label]")).to_have_value(str(red.pk))  # the model's answer, proposed
+        card.get_by_role("button", name="Move").click()
+        expect(card.get_by_role("button", name="Undo")).to_be_visible()  # changed in place, undoable
+    screenshot("loop-cell-fixed")
+    assert set(dataset.images.filter(pk__in=[i.pk for i in mislabelled]).values_list("label", flat=True)) == {red.pk}
+    page.get_by_role("link", name="Back to the job").click()
 
     page.get_by_role("button", name="Train again").click()
     body = page.locator("#job-body")
