@@ -21,8 +21,10 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from classifier.models import Prediction
+from tests.servers import process_environment
 from training import uploads
 from training.models import Dataset, DatasetImage, TrainedModel, TrainingJob
 
@@ -165,7 +167,8 @@ def test_the_backup_holds_the_database_exactly_the_files_it_names_and_a_manifest
         copy = dest / "data" / path
         assert entry["size"] == copy.stat().st_size and entry["sha256"] == sha256(copy)
     database = manifest["database"]
-    assert database["engine"] == "sqlite" and database["sha256"] == sha256(dest / database["file"])
+    assert database["engine"] == connection.vendor and database["sha256"] == sha256(dest / database["file"])
+    assert database["format"] == {"sqlite": "sqlite", "postgresql": "pg_dump"}[connection.vendor]
     assert database["tables"]["classifier_prediction"] == 2
     assert database["tables"]["training_datasetimage"] == 3
     assert database["tables"]["training_trainedmodel"] == 1
@@ -406,12 +409,7 @@ CHILD = "import django; django.setup(); from tests import test_backup as t; t.{c
 
 
 def run(args: list[str], data_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(data_dir),
-        "PYTHONPATH": str(ROOT),
-        "DJANGO_SETTINGS_MODULE": "webapp.settings",
-    }
+    env = process_environment(data_dir, PYTHONPATH=str(ROOT), DJANGO_SETTINGS_MODULE="webapp.settings")
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout + result.stderr
     return result

@@ -14,6 +14,7 @@ from django.urls import path
 from tests.test_import_locks import file_database  # noqa: F401 (a fixture)
 from training.models import Dataset
 from webapp import urls
+from webapp.middleware import is_database_busy
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +106,7 @@ def test_without_the_middleware_a_lock_is_a_500(settings, client_500):
     assert client_500.get("/locked").status_code == 500
 
 
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write lock; PostgreSQL's lock timeout is below")
 @pytest.mark.django_db(transaction=True)
 def test_a_request_that_cannot_get_the_write_lock_answers_503(file_database, busy_settings, client_500):  # noqa: F811
     """A real lock: another connection holds the write lock longer than the request's busy timeout."""
@@ -123,3 +125,38 @@ def test_a_request_that_cannot_get_the_write_lock_answers_503(file_database, bus
         connection.close()
     assert response.status_code == 503
     assert not Dataset.objects.filter(name="Written").exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's lock timeout; SQLite's lock is above")
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_waits_too_long_for_a_lock_on_postgresql_answers_503(busy_settings, client_500):
+    """A real lock: another connection holds the table longer than the request's lock timeout."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "20s"  # settings: as long as SQLite's busy timeout
+    options = connection.settings_dict["OPTIONS"]
+    saved = options.get("options")
+    options["options"] = "-c lock_timeout=200ms"
+    other = connection.get_new_connection(connection.get_connection_params())
+    other.execute(f"LOCK TABLE {Dataset._meta.db_table} IN SHARE MODE")  # inserts wait until it ends
+    try:
+        connection.close()  # reconnect with the short timeout
+        response = client_500.get("/write")
+    finally:
+        other.rollback()
+        other.close()
+        options["options"] = saved
+        connection.close()
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+    assert not Dataset.objects.filter(name="Written").exists()
+
+
+def test_a_postgresql_lock_timeout_or_deadlock_is_busy_and_other_errors_are_not():
+    psycopg_errors = pytest.importorskip("psycopg.errors")
+    for cause in (psycopg_errors.LockNotAvailable, psycopg_errors.DeadlockDetected):
+        error = OperationalError("canceling statement")
+        error.__cause__ = cause("canceling statement")
+        assert is_database_busy(error)
+    error = OperationalError("connection refused")
+    error.__cause__ = psycopg_errors.ConnectionTimeout("connection refused")
+    assert not is_database_busy(error)

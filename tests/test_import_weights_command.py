@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from django.core.management import CommandError, call_command
 from classifier import inference, weights
 from classifier.models import WeightsDownload
 from tests.helpers import make_zoo_weights
+from tests.servers import process_environment
 
 FAST = "mobilenet-0.5-128"
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def test_importing_the_installed_file_again_says_nothing_changed(install_weights
 def test_the_real_command_line_exits_non_zero_on_refusal(tmp_path):
     bad = tmp_path / "broken.h5"
     bad.write_bytes(b"\x00" * 64)
-    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    env = process_environment(tmp_path / "data")
     done = subprocess.run(
         [sys.executable, "manage.py", "import_weights", str(bad)],
         cwd=ROOT,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+
+from tests.servers import process_environment
 
 SIDE = 7000
 API_FILES = 16
@@ -48,12 +49,7 @@ def big_pngs(tmp_path_factory) -> Path:
 
 
 def _child(mode: str, pngs: Path, data_dir: Path) -> dict:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(data_dir),
-        "DJANGO_SETTINGS_MODULE": "webapp.settings",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    env = process_environment(data_dir, DJANGO_SETTINGS_MODULE="webapp.settings", TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
         [sys.executable, "-m", "tests.test_request_memory", mode, str(pngs)],
         cwd=ROOT,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import process_environment
 from webapp.limits import MULTIPART_MARGIN_BYTES, max_request_body_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,14 +52,13 @@ def free_port() -> int:
 def prepare(folder: Path) -> dict[str, str]:
     """A data folder migrated and static files collected, as `make run` does before `serve`."""
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "DATA_DIR": str(folder),
-        "STATIC_ROOT": str(folder / "static"),
-        "TMPDIR": str(folder / "tmp"),  # where a server would spool a request body
-        "WEB_CHANNEL_TIMEOUT": str(CHANNEL_TIMEOUT_S),
+    env = process_environment(
+        folder,
+        STATIC_ROOT=str(folder / "static"),
+        TMPDIR=str(folder / "tmp"),  # where a server would spool a request body
+        WEB_CHANNEL_TIMEOUT=str(CHANNEL_TIMEOUT_S),
         **SMALL_LIMITS,
-    }
+    )
     for step in (["migrate"], ["collectstatic", "--noinput"]):
         subprocess.run([sys.executable, "manage.py", *step, "-v", "0"], cwd=ROOT, env=env, check=True)
     return env

@@ -1,7 +1,8 @@
 """The real training worker in a subprocess: it runs a queued job end to end against a temporary
 database and queue, and a second worker recovers the job of one that was killed mid-training.
 
-Nothing is mocked: `manage.py run_training_worker` consumes the SQLite queue, the job trains a
+Nothing is mocked: `manage.py run_training_worker` consumes the queue (SQLite, or Redis with
+TEST_BACKENDS=postgresql), the job trains a
 small MobileNetV2 with generated weights, and the test reads the database the worker writes.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.servers import process_environment, process_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,7 @@ print(json.dumps(ids))
 
 
 def _env(tmp_path: Path, **extra: str) -> dict:
-    return {**os.environ, "DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    return process_environment(tmp_path, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", **extra)
 
 
 def _manage(env: dict, *args: str) -> str:
@@ -60,10 +62,7 @@ def _setup(tmp_path: Path, *configs: dict, **extra_env: str) -> tuple[dict, list
 
 
 def _job(tmp_path: Path, job_id: int) -> dict:
-    with sqlite3.connect(tmp_path / "db.sqlite3", timeout=20) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM training_trainingjob WHERE id = ?", (job_id,)).fetchone()
-        return dict(row)
+    return process_rows(tmp_path, "SELECT * FROM training_trainingjob WHERE id = ?", job_id)[0]
 
 
 def _wait(tmp_path: Path, job_id: int, done, timeout: float = 180) -> dict:
@@ -104,8 +103,7 @@ def test_the_training_worker_runs_a_queued_job_end_to_end(tmp_path):
     assert json.loads(job["evaluation"])["validation"]["images"] > 0
     assert len(json.loads(job["history"])) >= 1 and job["model_ready_at"]
     assert (tmp_path / "models" / str(job_id) / "model.keras").exists()
-    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
-        assert db.execute("SELECT count(*) FROM training_trainedmodel WHERE job_id = ?", (job_id,)).fetchone()[0] == 1
+    assert len(process_rows(tmp_path, "SELECT id FROM training_trainedmodel WHERE job_id = ?", job_id)) == 1
     assert json.loads(job["strategy"])["features"] == "LiteRT"
     assert json.loads(job["timings"])["features_convert_s"] > 0
     assert len(list((tmp_path / "lite" / "features").glob("*/*.tflite"))) == 1

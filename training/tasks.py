@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import close_old_connections
 from huey import crontab
 from huey import signals as huey_signals
 from huey.contrib.djhuey import HUEY, close_db, db_periodic_task, db_task
@@ -52,13 +51,13 @@ def recover_jobs_on_training_worker_startup() -> None:
     """A training worker that starts (maybe on another machine) recovers jobs of dead workers too,
     then removes the folders of jobs that will never finish."""
     recover_now()
-    close_old_connections()
+    background.close_consumer_connections()
     try:
         jobs.clean_abandoned_folders()
     except Exception:
         logger.exception("Could not clean the folders of interrupted training jobs.")
     finally:
-        close_old_connections()
+        background.close_consumer_connections()
 
 
 @TRAINING_HUEY.signal(huey_signals.SIGNAL_INTERRUPTED)
@@ -66,23 +65,23 @@ def record_interrupted_training(signal, task, *args, **kwargs) -> None:
     """SIGTERM stopped the training worker during a job: record it now (its thread may still run)."""
     if not isinstance(task, train.task_class) or not task.args:
         return
-    close_old_connections()
+    background.close_consumer_connections()
     try:
         background.interrupt(TrainingJob, int(task.args[0]), release_files=False)
     finally:
-        close_old_connections()
+        background.close_consumer_connections()
 
 
 @HUEY.on_startup()
 def clean_files_on_startup() -> None:
     """Runs when each worker starts, before it takes a task (after job recovery, see webapp.tasks)."""
-    close_old_connections()
+    background.close_consumer_connections()
     try:
         recovery.clean_abandoned_files()
     except Exception:  # a broken database must not stop the consumer from starting
         logger.exception("Could not clean files left by interrupted imports and uploads.")
     finally:
-        close_old_connections()
+        background.close_consumer_connections()
 
 
 @db_periodic_task(crontab(minute="*/5"))
@@ -97,11 +96,11 @@ def record_interrupted_import(signal, task, *args, **kwargs) -> None:
     """SIGTERM stopped the consumer during an import: record it now; the next start undoes the files."""
     if not isinstance(task, import_archive.task_class) or not task.args:
         return
-    close_old_connections()
+    background.close_consumer_connections()
     try:
         job_id = int(task.args[0])
         if background.interrupt(ImportJob, job_id, release_files=False):
             path = ImportJob.objects.filter(pk=job_id).values_list("archive_path", flat=True).first()
             imports.remove_archive(path or "")  # unlinking a file still open for reading is fine on POSIX
     finally:
-        close_old_connections()
+        background.close_consumer_connections()

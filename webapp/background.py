@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.apps import apps
-from django.db import close_old_connections, models
+from django.db import close_old_connections, connections, models
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,20 @@ class Job(models.Model):
         return (self.finished_at or timezone.now()) - self.started_at
 
 
+def close_consumer_connections() -> None:
+    """Drop this thread's stale or broken connections around work a consumer does outside a task (start-up
+    hooks, signal handlers), as djhuey's `close_db` does around tasks, and like it not in immediate mode.
+
+    Immediate mode (the tests) runs that work inside the caller's own connection and transaction, which
+    are not this code's to close: on PostgreSQL the caller would lose its transaction (SQLite's in-memory
+    test database ignores a close, which is why this only showed on PostgreSQL).
+    """
+    from huey.contrib.djhuey import HUEY
+
+    if not HUEY.immediate:
+        close_old_connections()
+
+
 def job_models() -> list[type[Job]]:
     """Every concrete kind of job: recovery treats them all the same way."""
     return [model for model in apps.get_models() if issubclass(model, Job)]
@@ -212,7 +226,9 @@ class Heartbeat:
                 except Exception:  # a locked or unreachable database: try again at the next beat
                     logger.warning("Could not write the heartbeat of %s %s", self.model.__name__, self.pk)
         finally:
-            close_old_connections()
+            # The thread ends and its connection with it: CONN_MAX_AGE would keep a PostgreSQL
+            # connection open for a thread that no longer exists.
+            connections.close_all()
 
 
 class CancelOnInterrupt:

@@ -618,7 +618,7 @@ def _restore_database(src: Path, manifest: dict, replace: bool) -> None:
         if vendor != "sqlite":
             raise BackupError(
                 "This backup holds a SQLite database and DATABASE_URL points at PostgreSQL. Restore it with SQLite "
-                "(without DATABASE_URL), then move with `backup --database-format json` and restore that."
+                "(without DATABASE_URL), then move it with `manage.py copy_database --to <the PostgreSQL URL>`."
             )
         connection.ensure_connection()
         source = sqlite3.connect(path)

@@ -3,8 +3,11 @@
 SQLite has one write lock for the whole database. A connection that wants it waits up to its busy
 timeout (20 s, see DATABASES in settings) and then raises OperationalError("database is locked").
 That is no bug to report with a traceback: nothing is wrong with the request, it can simply be sent
-again a moment later. Imports write in short transactions (`training.imports`) so this should not
-happen; this middleware is the answer when it does anyway.
+again a moment later. PostgreSQL locks rows, not the database, but a write can still wait on a lock:
+settings give it the same 20 s (`lock_timeout`), after which it fails with "lock timeout"; a
+deadlock or a serialization failure is the same kind of answer (one of two writers must retry).
+Imports write in short transactions (`training.imports`) so this should not happen; this middleware
+is the answer when it does anyway.
 
 Two ways an error reaches it: `process_exception` for an exception from a view, and the
 `got_request_exception` signal for one raised in another middleware (the session saved after the
@@ -30,12 +33,17 @@ BUSY_MESSAGE = "The database is busy with other changes (a large import, perhaps
 RETRY_AFTER_SECONDS = 2
 # SQLite's SQLITE_BUSY and SQLITE_LOCKED, as the sqlite3 module words them.
 LOCK_MESSAGES = ("database is locked", "database table is locked")
+# PostgreSQL's lock_not_available (lock_timeout), deadlock_detected and serialization_failure.
+LOCK_SQLSTATES = ("55P03", "40P01", "40001")
 _FLAG = "_database_was_busy"
 
 
 def is_database_busy(error: BaseException | None) -> bool:
     """Whether `error` says only that another connection held the write lock too long."""
-    return isinstance(error, OperationalError) and any(text in str(error).lower() for text in LOCK_MESSAGES)
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)  # psycopg's error, which Django's wraps
+    return sqlstate in LOCK_SQLSTATES or any(text in str(error).lower() for text in LOCK_MESSAGES)
 
 
 def busy_response(request: HttpRequest) -> HttpResponse:

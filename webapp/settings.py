@@ -210,7 +210,13 @@ WEB_CONNECTION_LIMIT = envint("WEB_CONNECTION_LIMIT", 1000)
 if os.getenv("DATABASE_URL"):
     import dj_database_url
 
-    DATABASES = {"default": dj_database_url.parse(envsecret("DATABASE_URL"), conn_max_age=60)}
+    # Kept open a minute, and checked before each request reuses it: a database server restarted (or a
+    # connection a firewall dropped) costs one reconnect, not one failed request per web thread.
+    DATABASES = {"default": dj_database_url.parse(envsecret("DATABASE_URL"), conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # As SQLite's busy timeout below: a statement that waits 20 s for a lock gives up, and a request
+        # answers 503 "try again" (webapp.middleware) instead of holding its thread. `?options=` wins.
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("options", "-c lock_timeout=20s")
 else:
     DATABASES = {
         "default": {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import close_old_connections
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task
 
@@ -20,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def recover_now() -> int:
     """Run recovery with fresh database connections; a broken database never stops a consumer."""
-    close_old_connections()
+    background.close_consumer_connections()
     try:
         count = background.recover_jobs()
         if count:
@@ -30,7 +29,7 @@ def recover_now() -> int:
         logger.exception("Could not check for interrupted jobs.")
         return 0
     finally:
-        close_old_connections()
+        background.close_consumer_connections()
 
 
 @HUEY.on_startup()
