@@ -351,27 +351,7 @@ def prune(in_use: Iterable[Path | None], min_age_seconds: float = 3600) -> int:
     folder = lite_dir()
     if not folder.is_dir():
         return 0
-    keep = set()
-    for path in in_use:
-        try:
-            if path is not None and path.is_file():
-                keep.add(lite.file_stem(weights_hash(path)))
-        except OSError:
-            continue
-    removed = 0
-    now = time.time()
-    for entry in folder.iterdir():
-        if not entry.is_file():
-            continue
-        if entry.name.startswith("."):
-            stale = now - entry.stat().st_mtime > min_age_seconds
-        else:
-            own = OWN_FILE.match(entry.name)
-            stale = own is not None and own.group(1) not in keep
-        if stale:
-            entry.unlink(missing_ok=True)
-            removed += 1
-    return removed
+    return _prune_files(folder.iterdir(), OWN_FILE, _stems(in_use), min_age_seconds)
 
 
 # Training's converted feature extractors (training.lite_features): lite/features/<base>/<stem>-<size>px-<cut>.*
@@ -387,28 +367,37 @@ def prune_features(weights_files: Iterable[Path], min_age_seconds: float = 3600)
     folder = lite_dir() / "features"
     if not folder.is_dir():
         return 0
-    keep = set()
+    entries = [entry for base in folder.iterdir() if base.is_dir() for entry in base.iterdir()]
+    return _prune_files(entries, FEATURE_FILE, _stems(weights_files), min_age_seconds)
+
+
+def _stems(weights_files: Iterable[Path | None]) -> set[str]:
+    """The converted-file stems of the weights files that exist (hash and TensorFlow version)."""
+    stems = set()
     for path in weights_files:
         try:
-            keep.add(lite.file_stem(weights_hash(path)))
+            if path is not None and path.is_file():
+                stems.add(lite.file_stem(weights_hash(path)))
         except OSError:
             continue
+    return stems
+
+
+def _prune_files(entries: Iterable[Path], own: re.Pattern, keep: set[str], min_age_seconds: float) -> int:
+    """Unlink the files `own` names whose stem is not kept, and dot-files (interrupted writes) once old."""
     removed = 0
     now = time.time()
-    for base in folder.iterdir():
-        if not base.is_dir():
+    for entry in entries:
+        if not entry.is_file():
             continue
-        for entry in base.iterdir():
-            if not entry.is_file():
-                continue
-            if entry.name.startswith("."):
-                stale = now - entry.stat().st_mtime > min_age_seconds
-            else:
-                own = FEATURE_FILE.match(entry.name)
-                stale = own is not None and own.group(1) not in keep
-            if stale:
-                entry.unlink(missing_ok=True)
-                removed += 1
+        if entry.name.startswith("."):
+            stale = now - entry.stat().st_mtime > min_age_seconds
+        else:
+            match = own.match(entry.name)
+            stale = match is not None and match.group(1) not in keep
+        if stale:
+            entry.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 

@@ -141,6 +141,7 @@ def test_the_cell_page_is_paginated(alice_client, job, monkeypatch):
     second = alice_client.get(cell_url(job, "split=validation&true=2&missed=1&page=2"))
     assert names_on(first) == ["red_1.png", "red_2.png"] and names_on(second) == ["red_0.png"]
     assert "page=2" in first.content.decode() and "Page 1 of 2" in text(first)
+    assert "true=2&amp;missed=1&amp;page=2" in first.content.decode()  # the next page stays in the cell
 
 
 @pytest.mark.parametrize(
