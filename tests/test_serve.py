@@ -90,12 +90,12 @@ class Served:
                 self.proc.wait()
 
 
-def start_serve(env: dict[str, str], folder: Path, port: int | None = None) -> Served:
+def start_serve(env: dict[str, str], folder: Path, port: int | None = None, *extra: str) -> Served:
     port = port or free_port()
     log = folder / f"serve-{port}-{uuid.uuid4().hex[:6]}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"],
+            [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", *extra],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -245,6 +245,38 @@ def test_serve_starts_web_server_and_workers_and_ctrl_c_stops_them(prepared):
     assert "Huey consumer started" in output
     assert '"GET /accounts/login/ HTTP/1.1" 200' in output  # an access log line per request, on stdout
     assert output.rstrip().endswith("TransferLab stopped.")
+
+
+def test_a_machine_of_several_starts_only_its_share(prepared):
+    """`--only`: a web machine runs the web server alone, a worker machine the workers (docs/DEPLOYMENT.md)."""
+    env, folder = prepared
+    web = start_serve(env, folder, None, "--only", "web")
+    workers = start_serve(env, folder, None, "--only", "worker,training-worker")
+    try:
+        wait_until_answering(web)
+        deadline = time.monotonic() + 60
+        while len(workers.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        web_children = list(web.children().values())
+        assert len(web_children) == 1 and "waitress" in web_children[0]
+        commands = " ".join(workers.children().values())
+        assert len(workers.children()) == 2 and "run_huey" in commands and "run_training_worker" in commands
+        with pytest.raises(OSError):  # the workers' machine listens on nothing
+            get(workers.port, "/accounts/login/", timeout=2)
+    finally:
+        web.stop()
+        workers.stop()
+    assert web.proc.returncode == 0 and workers.proc.returncode == 0, (web.output, workers.output)
+    assert "TransferLab's worker and the training worker started (Ctrl-C stops it)" in workers.output
+
+
+def test_an_unknown_role_is_a_sentence(prepared):
+    env, _ = prepared
+    done = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--only", "web,gpu"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "gpu: say one or more of web, worker, training-worker, separated by commas" in done.stderr
 
 
 def test_two_hundred_slow_clients_do_not_hold_up_a_normal_request(server):

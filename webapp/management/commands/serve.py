@@ -3,7 +3,9 @@
 One command for the IT person: the web server, the worker for imports and downloads and the
 training worker start, the URL is printed, and Ctrl-C (or SIGTERM from a service manager) stops
 them all. If one dies, the others are stopped too, so a half-running TransferLab never hides
-behind a live web page; if this command dies (even `kill -9`), its children follow it.
+behind a live web page; if this command dies (even `kill -9`), its children follow it. On several
+machines each runs its share: `--only web` on web machines, `--only worker,training-worker` (or
+one of them) on worker machines, all sharing one database, one Redis and one DATA_DIR.
 
 An intranet deploys exactly this, often with no proxy in front, so the web server must hold on
 its own. Waitress reads and buffers every request in its I/O loop and hands only complete
@@ -15,6 +17,7 @@ Content-Length, before a byte of it is read.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import errno
 import logging
@@ -38,6 +41,22 @@ from webapp.limits import max_request_body_bytes
 STOP_SIGNAL = signal.SIGINT
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 STOP_TIMEOUT_S = 30
+# What `serve` starts, in order; `--only` picks some (one machine of several runs its share).
+ROLE_NAMES = {"web": "web server", "worker": "worker", "training-worker": "training worker"}
+ROLES = tuple(ROLE_NAMES)
+
+
+def roles(text: str) -> tuple[str, ...]:
+    """`--only web,worker` -> ("web", "worker"), in start order; an unknown role is a sentence."""
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(wanted - set(ROLES))
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'nothing'}: say one or more of {', '.join(ROLES)}, separated by commas"
+        )
+    return tuple(role for role in ROLES if role in wanted)
+
+
 WEB_APP = "webapp.management.commands.serve:web_application"  # waitress calls it to get the WSGI app
 
 
@@ -227,10 +246,18 @@ class Command(BaseCommand):
             type=int,
             help="requests handled at once (default: WEB_THREADS or 4); slow clients never hold one",
         )
+        parser.add_argument(
+            "--only",
+            type=roles,
+            default=ROLES,
+            metavar="ROLE[,ROLE]",
+            help=f"start only these ({', '.join(ROLES)}): one machine of several runs its share",
+        )
 
-    def handle(self, *args, bind: str, threads: int | None, **options) -> None:
+    def handle(self, *args, bind: str, threads: int | None, only: tuple[str, ...], **options) -> None:
         threads = threads or settings.WEB_THREADS
-        check_port_free(bind)  # before anything starts
+        if "web" in only:
+            check_port_free(bind)  # before anything starts
         if os.getenv("WEB_WORKERS", "1").strip() not in ("", "1"):
             self.stderr.write(
                 "WEB_WORKERS is no longer used: the web server is one process; raise WEB_THREADS instead."
@@ -245,8 +272,14 @@ class Command(BaseCommand):
             signal.signal(signum, stop)
         procs: dict[str, subprocess.Popen] = {}
         try:
-            self._start_all(procs, bind, threads)
-            self.stdout.write(self.style.SUCCESS(f"TransferLab is starting at {self._url(bind)}  (Ctrl-C stops it)"))
+            self._start_all(procs, bind, threads, only)
+            if "web" in only:
+                self.stdout.write(
+                    self.style.SUCCESS(f"TransferLab is starting at {self._url(bind)}  (Ctrl-C stops it)")
+                )
+            else:
+                started = " and the ".join(ROLE_NAMES[role] for role in only)
+                self.stdout.write(self.style.SUCCESS(f"TransferLab's {started} started (Ctrl-C stops it)"))
             self.stdout.write(f"Data folder: {settings.DATA_DIR}")
             failed = self._watch(procs, lambda: stopping)
         finally:  # whatever ends this command (a signal, an exception), the children end with it
@@ -257,14 +290,17 @@ class Command(BaseCommand):
             )
         self.stdout.write("TransferLab stopped.")
 
-    def _start_all(self, procs: dict[str, subprocess.Popen], bind: str, threads: int) -> None:
+    def _start_all(self, procs: dict[str, subprocess.Popen], bind: str, threads: int, only: tuple[str, ...]) -> None:
         cwd = str(settings.BASE_DIR)
         commands = {
-            "web server": (web_server_command(bind, threads), child_setup(open_files=connection_limit() + 256)),
+            "web": (web_server_command(bind, threads), child_setup(open_files=connection_limit() + 256)),
             "worker": ([sys.executable, "manage.py", "run_huey"], child_setup()),
-            "training worker": ([sys.executable, "manage.py", "run_training_worker"], child_setup()),
+            "training-worker": ([sys.executable, "manage.py", "run_training_worker"], child_setup()),
         }
-        for name, (command, setup) in commands.items():
+        for role, (command, setup) in commands.items():
+            if role not in only:
+                continue
+            name = ROLE_NAMES[role]
             # preexec_fn is safe here: this process runs no threads that could hold a lock across fork.
             procs[name] = subprocess.Popen(command, cwd=cwd, preexec_fn=setup)
 
