@@ -12,6 +12,10 @@ Why it looks like this (see ../docs/PERFORMANCE.md for the numbers):
 - The first call of a graph is slow: each model is warmed once when the process loads it.
 - Models stay loaded in a small LRU cache; a per-key lock makes two first requests for the same
   model wait for one load instead of building it twice.
+- Several processes, maybe on several machines, share one weights folder: a warm model is
+  rebuilt when what it was built from changes under it (`version`: the weights file replaced by
+  an import elsewhere, int8 switched on), checked at most every VERSION_RECHECK_SECONDS. The old
+  copy serves until the new one is ready.
 - Two runtimes: a model whose checked LiteRT file exists (`classifier.lite`, converted by the
   worker) is served by LiteRT, several times faster on CPU with the same answers; any other by
   TensorFlow. A model served by TensorFlow switches to LiteRT once its file appears.
@@ -39,6 +43,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 32
 # How often a model served by TensorFlow looks for its LiteRT file (a stat, not a load).
 LITE_RECHECK_SECONDS = 5.0
+# How often a warm model checks that what it was built from is unchanged (a stat and a small read).
+VERSION_RECHECK_SECONDS = 2.0
 TENSORFLOW = "tensorflow"
 LITERT = "litert"
 
@@ -151,6 +157,8 @@ class Engine:
     """A per-process cache of warm models, safe to share between request threads.
 
     `lite` gives the checked LiteRT file's bytes for a spec, or None to use TensorFlow.
+    `version` gives a cheap token of what a spec's model is built from (its weights file's
+    identity, its precision): when it changes, the warm copy is rebuilt.
     """
 
     def __init__(
@@ -159,16 +167,20 @@ class Engine:
         max_models: int = 3,
         lite: Callable[[ModelSpec], bytes | None] | None = None,
         cores: int = 2,
+        version: Callable[[ModelSpec], object] | None = None,
     ):
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self._resolve = resolve
         self._lite = lite
+        self._version = version
         self.cores = cores
         self.max_models = max_models
         self._lock = threading.Lock()  # guards the dictionaries below, never held while loading
         self._models: OrderedDict[str, WarmModel | LiteWarmModel] = OrderedDict()
         self._checked: dict[str, float] = {}  # when a TensorFlow model last looked for its LiteRT file
+        self._versions: dict[str, object] = {}  # what each warm model was built from
+        self._version_checked: dict[str, float] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._loading: set[str] = set()
         self.loads = 0  # how many models this engine built: tests and benchmarks read it
@@ -192,6 +204,8 @@ class Engine:
             if warm is not None:
                 self._models.move_to_end(key)
         if warm is not None:
+            if self._changed(key, warm):
+                return self._reload(key, warm)
             return self._upgraded(key, warm)
         with self._lock:
             load_lock = self._load_locks.setdefault(key, threading.Lock())
@@ -203,22 +217,74 @@ class Engine:
                     return warm
                 self._loading.add(key)
             try:
-                started = time.perf_counter()
-                spec = self._resolve(key)
-                warm = self._load(spec)
-                self._checked[key] = time.monotonic()
-                log.info("loaded model %s (%s) in %.1f s", key, warm.runtime, time.perf_counter() - started)
+                warm, version = self._build(key)
             finally:
                 with self._lock:
                     self._loading.discard(key)
             with self._lock:
                 self.loads += 1
                 self._models[key] = warm
+                self._versions[key] = version
                 while len(self._models) > self.max_models:
                     evicted, _ = self._models.popitem(last=False)
                     log.info("evicted model %s from the warm cache", evicted)
             gc.collect()
             return warm
+
+    def _build(self, key: str) -> tuple[WarmModel | LiteWarmModel, object]:
+        """Resolve and load a model; its version is read first, so a change during the load shows next time."""
+        started = time.perf_counter()
+        spec = self._resolve(key)
+        version = self._version(spec) if self._version is not None else None
+        warm = self._load(spec)
+        now = time.monotonic()
+        self._checked[key] = self._version_checked[key] = now
+        log.info("loaded model %s (%s) in %.1f s", key, warm.runtime, time.perf_counter() - started)
+        return warm, version
+
+    def _changed(self, key: str, warm: WarmModel | LiteWarmModel) -> bool:
+        """Whether what `warm` was built from changed, at most once per VERSION_RECHECK_SECONDS."""
+        if self._version is None:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if now - self._version_checked.get(key, 0.0) < VERSION_RECHECK_SECONDS:
+                return False
+            self._version_checked[key] = now
+            built_from = self._versions.get(key)
+        try:
+            return self._version(warm.spec) != built_from
+        except Exception:  # an unreadable folder for a moment: keep serving what is loaded
+            log.exception("could not check whether model %s changed", key)
+            return False
+
+    def _reload(self, key: str, warm: WarmModel | LiteWarmModel) -> WarmModel | LiteWarmModel:
+        """Rebuild a model whose weights changed elsewhere; other requests get the old copy meanwhile.
+
+        When it can no longer be built (its file was removed), the old copy goes and the error is raised.
+        """
+        with self._lock:
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._lock:
+                current = self._models.get(key)
+            if current is not None and current is not warm:
+                return current  # another request rebuilt it meanwhile
+            try:
+                fresh, version = self._build(key)
+            except Exception:
+                with self._lock:
+                    if self._models.get(key) is warm:
+                        del self._models[key]
+                raise
+            with self._lock:
+                self.loads += 1
+                if key in self._models:
+                    self._models[key] = fresh
+                self._versions[key] = version
+        log.info("model %s changed on disk: reloaded", key)
+        gc.collect()
+        return fresh
 
     def _load(self, spec: ModelSpec) -> WarmModel | LiteWarmModel:
         """LiteRT when the model's checked file is there and loads, else TensorFlow."""

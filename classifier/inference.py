@@ -44,6 +44,7 @@ def get_engine() -> Engine:
                 max_models=settings.MODEL_CACHE_SIZE,
                 lite=_lite_file,
                 cores=settings.INFERENCE_CORES or runtimes.cpu_count(),
+                version=model_version,
             )
         return _engine
 
@@ -51,6 +52,31 @@ def get_engine() -> Engine:
 def _lite_file(spec: ModelSpec) -> bytes | None:
     """The checked LiteRT conversion of this model's weights, or None to serve it with TensorFlow."""
     return runtimes.lite_content(spec.weights_path)
+
+
+def model_version(spec: ModelSpec) -> tuple | None:
+    """What a warm model is built from, for the engine to notice changes made by other processes.
+
+    The weights file's identity (installs replace it by rename, so a new file has a new inode and
+    time, on this machine or seen through shared storage) and the precision it runs at (int8 is
+    switched per model by an administrator, maybe on another web server).
+    """
+    path = spec.weights_path
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return ("missing",)
+    runtime = runtimes.runtime_for(path)
+    int8_file = None
+    if runtime.precision == runtimes.INT8:
+        try:
+            int8_stat = runtimes.int8_path(path).stat()
+            int8_file = (int8_stat.st_ino, int8_stat.st_mtime_ns)
+        except OSError:
+            pass
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, runtime.precision, int8_file)
 
 
 def engine_state(key: str) -> str | None:

@@ -175,3 +175,72 @@ def test_keras_side_modules_import_without_django():
     )
     root = Path(engine_module.__file__).resolve().parent.parent
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
+
+
+class Versioned:
+    """A version token a test changes, as another machine replacing the weights file would."""
+
+    def __init__(self) -> None:
+        self.value = 1
+
+    def __call__(self, spec: ModelSpec) -> int:
+        return self.value
+
+
+def test_a_warm_model_is_rebuilt_when_what_it_was_built_from_changes(monkeypatch):
+    monkeypatch.setattr(engine_module, "VERSION_RECHECK_SECONDS", 0.0)
+    resolver, version = CountingResolver(), Versioned()
+    engine = Engine(resolver, version=version)
+    first = engine.get("m")
+    assert engine.get("m") is first and resolver.builds == ["m"]  # unchanged: the warm copy serves
+
+    version.value = 2  # another process replaced the weights file
+    second = engine.get("m")
+    assert second is not first and resolver.builds == ["m", "m"] and engine.loads == 2
+    assert engine.get("m") is second
+
+
+def test_changes_are_looked_for_at_most_every_few_seconds(monkeypatch):
+    resolver, version = CountingResolver(), Versioned()
+    engine = Engine(resolver, version=version)
+    first = engine.get("m")
+    version.value = 2
+    assert engine.get("m") is first  # within VERSION_RECHECK_SECONDS: no stat, no rebuild
+    monkeypatch.setattr(engine_module, "VERSION_RECHECK_SECONDS", 0.0)
+    assert engine.get("m") is not first
+
+
+def test_requests_during_a_rebuild_are_answered_by_the_old_copy(monkeypatch):
+    monkeypatch.setattr(engine_module, "VERSION_RECHECK_SECONDS", 0.0)
+    resolver, version = CountingResolver(), Versioned()
+    engine = Engine(resolver, version=version)
+    old = engine.get("m")
+    resolver.delay = 1.0
+    version.value = 2
+    rebuilding = threading.Thread(target=engine.get, args=("m",))
+    rebuilding.start()
+    time.sleep(0.2)
+    monkeypatch.setattr(engine_module, "VERSION_RECHECK_SECONDS", 60.0)  # the next request does not check
+    started = time.monotonic()
+    assert engine.get("m") is old and time.monotonic() - started < 0.5
+    rebuilding.join()
+    assert engine.get("m") is not old
+
+
+def test_a_model_whose_file_went_away_is_dropped_and_says_why(monkeypatch):
+    monkeypatch.setattr(engine_module, "VERSION_RECHECK_SECONDS", 0.0)
+    version = Versioned()
+    gone = {"yes": False}
+    counting = CountingResolver()
+
+    def resolve(key: str) -> ModelSpec:
+        if gone["yes"]:
+            raise LookupError("not installed any more")
+        return counting(key)
+
+    engine = Engine(resolve, version=version)
+    engine.get("m")
+    gone["yes"], version.value = True, 2
+    with pytest.raises(LookupError, match="not installed any more"):
+        engine.get("m")
+    assert engine.loaded() == []

@@ -8,10 +8,12 @@ import sys
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from classifier import engine as engine_module
 from classifier import inference, weights
 from classifier.models import WeightsDownload
 from tests.helpers import make_zoo_weights
@@ -103,6 +105,23 @@ def test_importing_another_file_makes_a_warm_model_reload(install_weights, tmp_p
     out, _ = run("import_weights", str(make_zoo_weights(FAST, tmp_path, seed=1)))
     assert "Replaced mobilenet_5_0_128_tf.h5" in out
     assert inference.engine_state(FAST) is None
+
+
+def test_a_file_replaced_by_another_machine_reloads_the_warm_model_within_seconds(
+    install_weights, tmp_path, monkeypatch
+):
+    """Web servers on several machines share the weights folder: an import on one (here the Django-free
+    install step, as that machine's command runs it, so nothing evicts this process's copy) reaches the others."""
+    install_weights(FAST)
+    picture = [np.random.default_rng(3).integers(0, 256, (128, 128, 3), dtype=np.uint8)]
+    engine = inference.get_engine()
+    before = engine.predict(FAST, picture).probabilities
+    weights.import_file(make_zoo_weights(FAST, tmp_path, seed=1), settings.WEIGHTS_DIR)
+    assert inference.engine_state(FAST) == "ready"  # nothing told this process
+    monkeypatch.setattr(engine_module, "VERSION_RECHECK_SECONDS", 0.0)  # the next check is due
+    after = engine.predict(FAST, picture).probabilities
+    assert not np.allclose(before, after), "still the old weights"
+    assert engine.loads == 2
 
 
 def test_importing_the_installed_file_again_says_nothing_changed(install_weights, weights_file):

@@ -292,6 +292,9 @@ def test_a_job_trains_evaluates_and_its_model_classifies_like_any_other(
     assert 'class="confusion"' in page and "Red roses" in page and "green_leaves" in page
     assert "Agrees with the app&#x27;s model on" in page or "Agrees with the app's model on" in page
     assert "hx-trigger" not in page
+    ran_on = f'<th>Ran on</th><td class="small">{job.strategy["device"]}, worker on {socket.gethostname()}</td>'
+    assert job.strategy["device"].startswith("CPU: ") and ran_on in page  # a GPU machine names its GPU
+    assert alice_client.get(f"/api/v1/jobs/{job.pk}").json()["device"] == job.strategy["device"]
 
     model = TrainedModel.objects.get()
     assert model.key in [c.key for c in catalog.available(bob)]

@@ -243,6 +243,8 @@ def job_json(job: TrainingJob) -> dict:
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "model_ready_at": _iso(job.model_ready_at),
+        "worker_host": job.worker_host or None,
+        "device": (job.strategy or {}).get("device"),
         "queue_position": job.queue_position(),
         "progress": {
             "phase": job.phase,

@@ -586,6 +586,11 @@ class TrainingJob(Job):
         return self.PHASES.get(self.phase, self.phase.capitalize())
 
     @property
+    def worker_host(self) -> str:
+        """The machine whose training worker ran the job (the host part of `worker`)."""
+        return self.worker.partition(":")[0]
+
+    @property
     def labels(self) -> list[str]:
         return [name for _, name in self.snapshot.get("labels", [])]
 

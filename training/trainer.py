@@ -48,7 +48,7 @@ import numpy as np
 
 from classifier import imaging, zoo
 from classifier.weights import installed_path, missing_message
-from training import evaluation, lite_features
+from training import devices, evaluation, lite_features
 from training.lite_features import LiteFeatures
 
 if TYPE_CHECKING:
@@ -625,6 +625,9 @@ def _run(
     labels = list(data.labels)
     classes = len(labels)
 
+    device = devices.training_device()
+    if device.is_gpu:  # LiteRT computes on the CPU here: the GPU is faster for the one forward pass
+        lite = LiteFeatures.off("the job runs on a GPU, faster than LiteRT on the CPU.")
     t = time.monotonic()
     base = base_spec.build()
     base.trainable = False
@@ -703,6 +706,7 @@ def _run(
         "cached_fine_tuning": bool(plan.cache_lower and cut),
         "decoded_in_memory": plan.keep_pixels,
         "memory_estimate_mb": round(plan.estimate_mb),
+        "device": device.description,
     }
 
     def record(result: EpochResult) -> None:
