@@ -42,7 +42,7 @@ RUNTIME_NAMES = {LITERT: "LiteRT", TENSORFLOW: "TensorFlow"}
 # "<hash>-tf<version>[-int8].(tflite|json|lock)": what `converted_path` names; group 1 is the stem.
 OWN_FILE = re.compile(r"^([0-9a-f]{32}-tf[^/]+?)(-int8)?\.(tflite|json|lock)$")
 
-_hashes: dict[tuple[str, int, int], str] = {}
+_hashes: dict[tuple[str, int, int, int], str] = {}
 _hashes_lock = threading.Lock()
 # Extra real images a source wants a conversion checked on (trained models: validation images).
 _check_images: list[Callable[[str], np.ndarray | None]] = []
@@ -122,9 +122,13 @@ def lite_dir() -> Path:
 
 
 def weights_hash(path: Path) -> str:
-    """SHA-256 of a weights file, computed once per file version (size and mtime) per process."""
+    """SHA-256 of a weights file, computed once per file version per process.
+
+    A version is the file's inode, size and time: a file replaced by a rename (every install does,
+    here or on another machine sharing the folder) is a new inode even within the same second.
+    """
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     with _hashes_lock:
         known = _hashes.get(key)
     if known is None:
