@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from classifier import catalog, imaging, inference, installs, lite, runtimes
 from classifier.models import Int8Calibration
-from webapp import background
+from webapp import atomic, background
 from webapp.diskspace import DiskFull, ensure_free_space
 from webapp.sizes import human_size
 
@@ -198,7 +198,7 @@ def _keep_upload(upload: UploadedFile) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{uuid.uuid4().hex}.zip"
     upload.seek(0)
-    with open(path, "wb") as out:
+    with atomic.open_replacing(path) as out:  # the worker (maybe on another machine) never reads half a zip
         for chunk in upload.chunks():
             out.write(chunk)
     return path

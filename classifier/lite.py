@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import tempfile
 import threading
 import time
 import warnings
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from webapp import atomic
 
 # Largest difference of any probability between Keras and LiteRT that still counts as the same
 # model. Float32 conversions measured here differ by about 1e-6; 1e-4 leaves room for summation
@@ -242,25 +242,12 @@ class LitePool:
 def record(target: Path, content: bytes, verdict: Verdict | Int8Verdict) -> None:
     """Keep the converted file only when it agreed, and its verdict next to it either way."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Readers (other processes, other machines on shared storage) never see half a file.
     if verdict.ok:
-        write_atomically(target, content)
+        atomic.write_bytes(target, content)
     else:
         target.unlink(missing_ok=True)
-    write_atomically(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
-
-
-def write_atomically(path: Path, content: bytes) -> None:
-    """Readers (other processes, other machines on shared storage) never see half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic.write_bytes(target.with_suffix(".json"), json.dumps(verdict.as_dict(), indent=1).encode())
 
 
 def first_line(error: Exception) -> str:

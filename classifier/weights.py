@@ -16,11 +16,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import os
 import shutil
 import socket
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -28,6 +26,7 @@ from urllib.parse import urlparse
 from classifier import zoo
 from classifier.layouts import Layout, LayoutError, read_layout
 from classifier.zoo import WeightsFile, ZooModel
+from webapp import atomic
 
 log = logging.getLogger(__name__)
 IMAGENET_CLASSES = 1000
@@ -351,13 +350,11 @@ def import_file(
     if final.is_file() and _same_bytes(source, final):
         return Installed(model=model, include_top=include_top, path=final, hash_checked=hash_checked, unchanged=True)
     replaced = final.exists()
-    staging = weights_dir / f".incoming-{uuid.uuid4().hex}-{wf.filename}"
-    try:
+    # Copied beside its destination under a temporary name (its ending kept: Keras reads it by it),
+    # verified there, renamed into place; removed if the copy or the check fails.
+    with atomic.replacing(final, suffix=final.suffix) as staging:
         shutil.copyfile(source, staging)
         verify_loads(staging, model, include_top)
-        os.replace(staging, final)
-    finally:
-        staging.unlink(missing_ok=True)
     return Installed(model=model, include_top=include_top, path=final, hash_checked=hash_checked, replaced=replaced)
 
 
@@ -406,8 +403,9 @@ def download(model: ZooModel, weights_dir: Path, *, include_top: bool = True, ti
         raise WeightsError(f"Keras publishes no weights for {model.name} {head_words(include_top)}.")
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    partial = weights_dir / f".download-{wf.filename}"
-    partial.unlink(missing_ok=True)  # a download killed half way must not pass for a finished one
+    # A name of its own per download (machine, process): two downloads at once never share a file,
+    # and one killed half way never passes for a finished one.
+    partial = atomic.temporary_path(weights_dir / wf.filename)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout)
     try:

@@ -35,6 +35,7 @@ from django.utils import timezone
 from classifier import imaging, inference, zoo
 from training import curation, duplicates, outcomes, storage, suspects, trainer
 from training.models import DatasetImage, Label, SuspectDecision, TrainingJob
+from webapp import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def read(job: TrainingJob) -> Analysis | None:
 def write(job: TrainingJob, status: str, **content) -> None:
     """Replace the job's analysis file at once (temporary name, then rename)."""
     data = {"status": status, "updated_at": timezone.now().isoformat(), **content}
-    storage.write_atomic(path_of(job), json.dumps(data, separators=(",", ":")).encode())
+    atomic.write_bytes(path_of(job), json.dumps(data, separators=(",", ":")).encode())
 
 
 # --- Asking for it -------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from training import storage
 from training.models import Dataset, DatasetImage, ImageChange, Label, Split
 from training.names import label_key
 from training.outcomes import SplitOutcome
+from webapp import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +370,7 @@ def _make_thumbnail(original: Path, thumbnail: Path) -> None:
     except (imaging.ImageError, OSError):
         logger.warning("Could not make the thumbnail of %s again.", original)
         return
-    storage.write_atomic(thumbnail, imaging.thumbnail_jpeg(decoded.image, storage.THUMBNAIL_SIDE))
+    atomic.write_bytes(thumbnail, imaging.thumbnail_jpeg(decoded.image, storage.THUMBNAIL_SIDE))
 
 
 def _move(source: Path, target: Path, moved: list[tuple[Path, Path]]) -> None:

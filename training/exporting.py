@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 import shutil
 import tempfile
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from webapp import atomic
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +133,9 @@ def build_export(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / zip_name(name, fmt)
-    # Staged next to the target so the final rename is atomic and nothing half-written is ever
-    # found under the zip's name; the folder goes away whatever happens.
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as staging:
+    # The model file is made in a private folder beside the target (".tmp": a leftover of a killed
+    # process is recognised as one, `webapp.atomic`); the folder goes away whatever happens.
+    with tempfile.TemporaryDirectory(prefix=".export-", suffix=".tmp", dir=out_dir) as staging:
         try:
             model_file, input_size, quantization = _write_model(
                 fmt, Path(model_path), labels, Path(staging), calibration
@@ -142,9 +143,8 @@ def build_export(
             outputs = _run_export(fmt, model_file, check, input_size)
             checked, agreeing, max_abs_diff = _compare(outputs, np.asarray(reference))
             readme = _readme(fmt, name, labels, input_size, quantization)
-            partial = Path(staging) / target.name
-            _write_zip(partial, model_file, labels, readme)
-            os.replace(partial, target)
+            with atomic.replacing(target) as partial:  # nothing half-written is ever found under its name
+                _write_zip(partial, model_file, labels, readme)
         except Exception as error:  # any failure becomes a message, never a crash
             logger.warning("Export %s of %s failed", fmt, model_path, exc_info=True)
             target.unlink(missing_ok=True)

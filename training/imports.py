@@ -38,7 +38,7 @@ from django.db.models import Exists, F, OuterRef
 from training import archives, splits, storage
 from training.models import Dataset, DatasetImage, ImportJob, Label, max_labels
 from training.names import label_key, too_many_labels_message
-from webapp import background
+from webapp import atomic, background
 from webapp.diskspace import DiskFull, ensure_free_space
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser 
     folder.mkdir(parents=True, exist_ok=True)
     ensure_free_space(folder, upload.size or 0)
     path = folder / f"{uuid.uuid4().hex}.zip"
-    with open(path, "wb") as out:
+    with atomic.open_replacing(path) as out:  # the worker (maybe on another machine) never reads half a zip
         for chunk in upload.chunks():
             out.write(chunk)
     try:

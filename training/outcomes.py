@@ -16,13 +16,13 @@ Both files are written under a temporary name and renamed, so a reader never see
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from webapp import atomic
 
 OUTCOMES_FILE = "outcomes.npz"
 FEATURES_FILE = "features.npz"
@@ -107,15 +107,8 @@ def load_features(folder: Path) -> dict[str, SplitFeatures]:
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic.open_replacing(path) as out:  # a reader elsewhere never loads half an archive
+        np.savez(out, **arrays)
     return path
 
 

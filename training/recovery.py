@@ -9,7 +9,9 @@ here is dataset-specific:
 - journals of uploads whose web request died (a request killed after writing files and before its
   rows committed), and of imports that are no longer running;
 - the folders of datasets deleted by a request that died before its on-commit clean-up ran;
-- zips waiting with no job.
+- zips waiting with no job;
+- temporary files of writes killed half way (`webapp.atomic`) in the folders of models, weights and
+  waiting zips, once nothing has written them for TEMPORARY_GRACE.
 
 Every operation journals the files it creates (`storage.Journal`), so nothing is left orphaned.
 `clean_abandoned_files` runs when a consumer starts and every five minutes (`training.tasks`).
@@ -28,6 +30,7 @@ from django.utils import timezone
 
 from training import imports, storage
 from training.models import Dataset, DatasetImage, ImportJob, Label
+from webapp import datafiles
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,9 @@ STRAY_ARCHIVE_GRACE = timedelta(days=1)
 # A journalled file written this long after the journal's last line was written again by a later
 # operation (the same picture uploaded again): it is that operation's now, not the dead one's.
 REWRITTEN_AFTER = timedelta(minutes=1)
+# A temporary file nothing wrote for this long belongs to a process that died mid-write (a write in
+# progress keeps its time fresh; the longest pause, checking imported weights, takes minutes).
+TEMPORARY_GRACE = timedelta(hours=6)
 
 
 def clean_abandoned_files() -> None:
@@ -50,6 +56,7 @@ def clean_abandoned_files() -> None:
     _remove_folders_of_deleted_datasets()
     _undo_abandoned_journals(now)
     _remove_stray_archives(now)
+    _remove_interrupted_writes()
 
 
 def _discard_rows_of_unfinished_imports() -> None:
@@ -151,6 +158,13 @@ def _remove_stray_archives(now: datetime) -> None:
             continue
         if status is not None or _age(path, now) > STRAY_ARCHIVE_GRACE:
             path.unlink(missing_ok=True)
+
+
+def _remove_interrupted_writes() -> None:
+    """Temporary files of processes killed mid-write: the final file was never touched, only space is lost."""
+    removed = datafiles.remove_stale_temporaries(TEMPORARY_GRACE)
+    if removed:
+        logger.info("Removed %d temporary files of interrupted writes.", removed)
 
 
 def _age(path: Path, now: datetime) -> timedelta:

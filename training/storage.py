@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from classifier import imaging
+from webapp import atomic
 
 THUMBNAIL_SIDE = 256
 
@@ -48,18 +48,6 @@ def image_path(folder: Path, sha: str, fmt: str) -> Path:
 
 def thumbnail_path(folder: Path, sha: str) -> Path:
     return folder / "thumbs" / sha[:2] / f"{sha}.jpg"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary name and rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class Journal:
@@ -116,8 +104,9 @@ def undo(journal_path: Path, keep: Callable[[str], bool]) -> int:
         if path.exists():
             path.unlink()
             removed += 1
-        for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # killed between write and rename
-            tmp.unlink(missing_ok=True)
+        for tmp in path.parent.glob(f".{path.name}.*"):  # killed between write and rename
+            if atomic.final_name(tmp.name) == path.name:
+                tmp.unlink(missing_ok=True)
     journal_path.unlink(missing_ok=True)
     return removed
 
@@ -163,7 +152,7 @@ class ImageStore:
         for path, content in ((original, data), (small, thumb)):
             if self.journal is not None:
                 self.journal.record(path)
-            write_atomic(path, content)
+            atomic.write_bytes(path, content)  # temporary name, then rename: never half a file
         return StoredImage(
             sha256=sha, format=decoded.format, width=decoded.width, height=decoded.height, size=len(data)
         )

@@ -50,6 +50,7 @@ from classifier import imaging, zoo
 from classifier.weights import installed_path, missing_message
 from training import devices, evaluation, lite_features
 from training.lite_features import LiteFeatures
+from webapp import atomic
 
 if TYPE_CHECKING:
     from training.continuing import WarmStart
@@ -826,7 +827,8 @@ def _run(
     model_path = workdir / "model.keras"
     _check_assembly(forward, images_of("validation", data.validation, np.arange(min(8, len(data.validation)))),
                     probabilities["validation"][:8])  # fmt: skip
-    model.save(model_path)
+    with atomic.replacing(model_path, suffix=".keras") as saving:  # Keras wants the ending; never half a model
+        model.save(saving)
     timings["save_s"] = time.monotonic() - t
     timings["total_s"] = time.monotonic() - started
     return TrainResult(

@@ -30,6 +30,7 @@ written last: a backup without it did not finish, and `restore` refuses it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -51,7 +52,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
 
-from webapp import datafiles
+from webapp import atomic, datafiles
 from webapp.datafiles import SECRET_KEY_FILE, STAGING_LOCK, STAGING_PREFIX, UnsafePath, local_path
 from webapp.sizes import human_size
 
@@ -98,7 +99,7 @@ class Capture:
             return False
         except OSError:  # another file system, no hard links there, too many links: copy it now
             try:
-                shutil.copyfile(source, target)
+                atomic.copy_file(source, target)
             except FileNotFoundError:
                 return False
             self.copied += 1
@@ -290,7 +291,8 @@ def copy_database(snapshot: Snapshot, target: Path) -> dict:
             "tables": snapshot.counts(),
             "migrations": snapshot.migrations(),
         }
-        snapshot.write(target)
+        with atomic.replacing(target) as partial:  # a copy cut short never sits under the final name
+            snapshot.write(partial)
     finally:
         snapshot.release()
     return info
@@ -360,20 +362,14 @@ def _take_extras(capture: Capture, weights: bool) -> set[str]:
 def _hash_file(path: Path, copy_to: Path | None = None) -> tuple[int, str]:
     """Size and SHA-256 of a file, copied on the way when `copy_to` is given (one read)."""
     digest, size = hashlib.sha256(), 0
-    out = None
-    if copy_to is not None:
-        copy_to.parent.mkdir(parents=True, exist_ok=True)
-        out = open(copy_to, "wb")  # noqa: SIM115 (closed below)
-    try:
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(atomic.open_replacing(copy_to)) if copy_to is not None else None
         with open(path, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
                 if out is not None:
                     out.write(chunk)
-    finally:
-        if out is not None:
-            out.close()
     return size, digest.hexdigest()
 
 
@@ -438,9 +434,7 @@ def _server_version() -> str:
 
 def _write_manifest(dest: Path, manifest: dict) -> None:
     """Last, through a temporary name: a backup without manifest.json did not finish."""
-    tmp = dest / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, dest / MANIFEST)
+    atomic.write_text(dest / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def backup(dest: Path, *, weights: bool = True, requested_format: str = "auto") -> dict:
@@ -603,11 +597,8 @@ def _put_files(src: Path, manifest: dict) -> int:
     for entry in manifest["files"]:
         target = local_path(entry["path"])
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.restore.tmp")
-        shutil.copyfile(Path(src) / DATA / entry["path"], tmp)
-        os.replace(tmp, target)
-        if entry["path"] == SECRET_KEY_FILE:
-            target.chmod(0o600)
+        mode = 0o600 if entry["path"] == SECRET_KEY_FILE else None  # the key is never readable by others
+        atomic.copy_file(Path(src) / DATA / entry["path"], target, mode=mode)
     return len(manifest["files"])
 
 

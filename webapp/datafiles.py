@@ -17,10 +17,16 @@ Everywhere: files are written before their rows and removed after their rows' de
 names a missing file; a process killed in between leaves files no row names. `inspect` finds both kinds of
 problems, leaving alone what may still be in use: files of imports and uploads that are running (their
 journals), folders of active training jobs, and files younger than a grace period.
+
+Every file is written under a temporary name and renamed into place (`webapp.atomic`); a process killed
+mid-write leaves its temporary file. Such a file is no damage and no orphan (nothing can name it): it is
+listed apart as a leftover, removed by `remove_leftovers` (check_data --fix) and, in the folders of
+models, weights and waiting zips, by the periodic clean-up (`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -34,6 +40,8 @@ from pathlib import Path, PurePath, PurePosixPath
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+
+from webapp import atomic
 
 ROOTS = ("media", "datasets", "models", "weights")
 SECRET_KEY_FILE = "secret_key"
@@ -211,6 +219,7 @@ class Report:
     named: int = 0
     in_use: int = 0  # files of running imports, uploads and training jobs
     too_recent: int = 0  # files younger than the grace period, maybe of a request still running
+    leftovers: list[Orphan] = field(default_factory=list)  # temporary files of writes killed half way
 
     @property
     def problems(self) -> int:
@@ -267,6 +276,7 @@ def inspect(min_age: timedelta = timedelta(hours=1)) -> Report:
     _dataset_orphans(datasets, names, cutoff, report)
     _model_orphans(jobs, names, cutoff, report)
     _stale_backups(cutoff, report)
+    _other_leftovers(cutoff, report)
     return report
 
 
@@ -300,6 +310,19 @@ def _judge(path: Path, shown: str, cutoff: float, report: Report) -> None:
         report.orphans.append(Orphan(path, shown, _size(path)))
 
 
+def _is_leftover(path: Path, shown: str | None) -> bool:
+    """A temporary file of an interrupted write (`webapp.atomic`), or a file in such a temporary folder."""
+    parts = PurePosixPath(shown).parts if shown else path.parts[-1:]
+    return any(atomic.is_temporary(part) for part in parts)
+
+
+def _judge_leftover(path: Path, shown: str, cutoff: float, report: Report) -> None:
+    if _mtime(path) > cutoff:
+        report.too_recent += 1  # maybe a write still going on
+    else:
+        report.leftovers.append(Orphan(path, shown, _size(path)))
+
+
 def _judge_folder(folder: Path, shown: str, cutoff: float, report: Report) -> None:
     newest, size = _folder_stats(folder)
     if newest > cutoff:
@@ -312,7 +335,11 @@ def _media_orphans(files: list[Path], names: dict[str, str], cutoff: float, repo
     """Uploads of a Classify request killed before its row was saved (there is no journal for them)."""
     for path in files:
         shown = data_path_of(path)
-        if shown not in names:
+        if shown in names:
+            continue
+        if _is_leftover(path, shown):
+            _judge_leftover(path, shown or str(path), cutoff, report)
+        else:
             _judge(path, shown or str(path), cutoff, report)
 
 
@@ -339,14 +366,6 @@ def _journalled(folder: Path) -> set[Path]:
     return listed
 
 
-def _final_path(path: Path) -> Path:
-    """The file a temporary file of `storage.write_atomic` (".<name>.<8 hex>.tmp") becomes."""
-    name = path.name
-    if name.startswith(".") and name.endswith(".tmp"):
-        return path.with_name(name[1:].rsplit(".", 2)[0])
-    return path
-
-
 def _dataset_orphans(datasets: dict, names: dict[str, str], cutoff: float, report: Report) -> None:
     from training.models import Dataset
 
@@ -360,8 +379,11 @@ def _dataset_orphans(datasets: dict, names: dict[str, str], cutoff: float, repor
             shown = data_path_of(path)
             if shown in names:
                 continue
-            if path in journalled or _final_path(path) in journalled:
-                report.in_use += 1
+            final = atomic.final_name(path.name)
+            if path in journalled or (final and path.with_name(final) in journalled):
+                report.in_use += 1  # a running import or upload is writing it
+            elif _is_leftover(path, shown):
+                _judge_leftover(path, shown, cutoff, report)
             else:
                 _judge(path, shown, cutoff, report)
 
@@ -384,8 +406,13 @@ def _model_orphans(jobs: dict[int, Path], names: dict[str, str], cutoff: float, 
             report.in_use += sum(1 for _ in walk_files(folder))
         elif job_id in with_model:
             for path in walk_files(folder):
-                if data_path_of(path) not in names and path.name not in JOB_COMPANIONS:
-                    _judge(path, data_path_of(path), cutoff, report)
+                shown = data_path_of(path)
+                if shown in names or path.name in JOB_COMPANIONS:
+                    continue
+                if _is_leftover(path, shown):
+                    _judge_leftover(path, shown, cutoff, report)
+                else:
+                    _judge(path, shown, cutoff, report)
         else:
             _judge_folder(folder, f"models/{job_id}/", cutoff, report)
 
@@ -395,6 +422,51 @@ def _stale_backups(cutoff: float, report: Report) -> None:
     for folder in Path(settings.DATA_DIR).glob(f"{STAGING_PREFIX}*"):
         if folder.is_dir() and not staging_in_use(folder):
             _judge_folder(folder, f"{folder.name}/ (an unfinished backup)", cutoff, report)
+
+
+def _other_leftovers(cutoff: float, report: Report) -> None:
+    """Temporary files in the folders no row's files are in: the data folder itself, weights, waiting zips."""
+    for folder in _temporary_folders(models=False):
+        for entry in _entries(folder):
+            if atomic.is_temporary(entry.name) and entry.is_file():
+                _judge_leftover(entry, _shown(entry), cutoff, report)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return path.relative_to(settings.DATA_DIR).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _temporary_folders(*, models: bool) -> list[Path]:
+    """Folders writes go to that hold few files: cheap to list every few minutes.
+
+    The data folder (secret key), weights, zips waiting for an import or an int8 calibration, and with
+    `models` each job's folder and its exports. Not media and datasets: they hold a file per picture
+    (`inspect` walks them; dataset writes are journalled, and `training.recovery` undoes them).
+    """
+    data_dir = Path(settings.DATA_DIR)
+    folders = [data_dir, root_dirs()["weights"], data_dir / "imports", data_dir / "calibration"]
+    if models:
+        for job in _job_folders().values():
+            folders += [job, job / "exports"]
+    return folders
+
+
+def remove_stale_temporaries(grace: timedelta) -> int:
+    """Remove temporary files of writes killed half way, not written for `grace`; returns how many went.
+
+    For the periodic clean-up. A write in progress keeps its temporary file's time fresh.
+    """
+    return sum(atomic.remove_stale(folder, grace.total_seconds()) for folder in _temporary_folders(models=True))
 
 
 def staging_in_use(folder: Path) -> bool:
@@ -436,6 +508,22 @@ def remove_orphans(report: Report, min_age: timedelta) -> tuple[int, int]:
             orphan.path.unlink(missing_ok=True)
             files += 1
         freed += orphan.size
+    return files, freed
+
+
+def remove_leftovers(report: Report, min_age: timedelta) -> tuple[int, int]:
+    """Remove the temporary files `inspect` found (each looked at again first); returns (files, bytes)."""
+    cutoff = time.time() - min_age.total_seconds()
+    files = freed = 0
+    for leftover in report.leftovers:
+        if _mtime(leftover.path) > cutoff:
+            continue  # written again since: a write is going on
+        leftover.path.unlink(missing_ok=True)
+        files += 1
+        freed += leftover.size
+        if atomic.is_temporary(leftover.path.parent.name):  # an export's staging folder, emptied
+            with contextlib.suppress(OSError):
+                leftover.path.parent.rmdir()
     return files, freed
 
 

@@ -11,6 +11,7 @@ import secrets
 from datetime import timedelta
 from pathlib import Path
 
+from webapp import atomic
 from webapp.tensorflow_logs import quiet_tensorflow
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -83,9 +84,9 @@ def _secret_key() -> str:
         return key
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(50))
+        # Whole or not at all, and only if absent: machines starting at once on a shared DATA_DIR all
+        # end up reading the one key that was written first.
+        atomic.create(key_file, secrets.token_urlsafe(50).encode(), mode=0o600)
     return key_file.read_text().strip()
 
 
@@ -303,7 +304,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(os.getenv("STATIC_ROOT", str(BASE_DIR / "staticfiles")))  # filled by collectstatic
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # FileSystemStorage that writes through a temporary name: other machines never see half a file.
+    "default": {"BACKEND": "webapp.storage.AtomicFileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 

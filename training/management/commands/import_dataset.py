@@ -14,7 +14,6 @@ failed or was cancelled: nothing of it was kept.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -26,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError
 from training import imports
 from training.forms import DatasetForm
 from training.models import Dataset, ImportJob
-from webapp import background
+from webapp import atomic, background
 
 
 class Command(BaseCommand):
@@ -195,7 +194,7 @@ def _place(source: Path, target: Path) -> str:
         os.link(source, target)
         return "hard-linked"
     except OSError:
-        shutil.copyfile(source, target)
+        atomic.copy_file(source, target)  # through a temporary name: the worker never reads half a zip
         return "copied"
 
 

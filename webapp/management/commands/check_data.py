@@ -26,7 +26,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--fix",
             action="store_true",
-            help="remove files no row names (what a killed upload, import or delete left behind)",
+            help="remove files no row names and temporary files of interrupted writes (what a killed upload, "
+            "import or delete left behind)",
         )
         parser.add_argument(
             "--delete-rows-without-files",
@@ -53,6 +54,10 @@ class Command(BaseCommand):
         if fix and report.orphans:
             files, freed = datafiles.remove_orphans(report, min_age)
             self.stdout.write(f"Removed {files} file{'s' if files != 1 else ''} no row named ({human_size(freed)}).")
+        if fix and report.leftovers:
+            files, freed = datafiles.remove_leftovers(report, min_age)
+            plural = "s" if files != 1 else ""
+            self.stdout.write(f"Removed {files} temporary file{plural} of interrupted writes ({human_size(freed)}).")
         if fix or delete_rows_without_files:
             report = datafiles.inspect(min_age)
             if report.problems:
@@ -82,6 +87,10 @@ class Command(BaseCommand):
                 kind = "folder, " if orphan.folder else ""
                 self.stdout.write(f"  {orphan.shown} ({kind}{human_size(orphan.size)})")
             self._more(len(report.orphans))
+        if report.leftovers:  # no damage: a write killed half way never touched the file it was replacing
+            size = human_size(sum(o.size for o in report.leftovers))
+            self.stdout.write(f"Temporary files of interrupted writes: {len(report.leftovers)} ({size}); not damage, "
+                              "--fix removes them.")  # fmt: skip
         left = []
         if report.in_use:
             left.append(f"{report.in_use} file{'s' if report.in_use != 1 else ''} in use by imports, uploads or "

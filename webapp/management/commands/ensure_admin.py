@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
+
+from webapp import atomic
 
 PASSWORD_FILE = "first-admin-password.txt"
 
@@ -53,13 +54,12 @@ class Command(BaseCommand):
         """Not a terminal: the output lands in a service log that others read and keep. The password goes
         to a file only this account can read, and the log says only where it is."""
         path = Path(settings.DATA_DIR) / PASSWORD_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT: set it again
-        with os.fdopen(fd, "w") as f:
-            f.write(
-                "First TransferLab administrator. Log in, change the password (Change password, top right), "
-                f"then delete this file.\nuser name: {username}\npassword: {password}\n"
-            )
+        atomic.write_text(  # mode 0600 before the first byte; whole or not at all
+            path,
+            "First TransferLab administrator. Log in, change the password (Change password, top right), "
+            f"then delete this file.\nuser name: {username}\npassword: {password}\n",
+            mode=0o600,
+        )
         self.stdout.write(
             self.style.SUCCESS(
                 f"First administrator {username!r} created. Its password is in {path} (readable only by this "
