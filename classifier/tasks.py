@@ -28,7 +28,8 @@ from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
 from classifier import catalog, installs, int8, runtimes
-from classifier.models import Prediction
+from classifier.models import Int8Calibration, Prediction, WeightsDownload
+from webapp import background
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,11 @@ def download_weights(download_id: int) -> None:
 def calibrate_int8(calibration_id: int) -> None:
     """Convert a model to int8 as Int8Calibration `calibration_id` asks (queued by `int8.request_calibration`)."""
     int8.run_calibration(calibration_id)
+
+
+# Recovery queues a job again through its task when the task was lost (webapp.background).
+background.runs_with(WeightsDownload, download_weights)
+background.runs_with(Int8Calibration, calibrate_int8)
 
 
 @db_task()

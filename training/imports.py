@@ -148,6 +148,12 @@ def start_import(dataset: Dataset, upload: UploadedFile, user: AbstractBaseUser 
     return job
 
 
+def archive_in_place(job: ImportJob) -> bool:
+    """Whether the job's zip is where the worker reads it: `manage.py import_dataset` records the job
+    first and copies a large zip afterwards, so a queued job without its zip may not be ready yet."""
+    return bool(job.archive_path) and Path(job.archive_path).is_file()
+
+
 def cancel_import(job: ImportJob) -> None:
     """A queued job stops at once; a running one at its next progress write (about a second)."""
     job.request_cancel("Cancelled before it started: nothing was imported.")

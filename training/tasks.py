@@ -46,6 +46,11 @@ def find_suspects(job_id: int) -> None:
     analysis.run(job_id)
 
 
+# Recovery queues a job again through its task when the task was lost (webapp.background).
+background.runs_with(ImportJob, import_archive, ready=imports.archive_in_place)
+background.runs_with(TrainingJob, train)
+
+
 @TRAINING_HUEY.on_startup()
 def recover_jobs_on_training_worker_startup() -> None:
     """A training worker that starts (maybe on another machine) recovers jobs of dead workers too,
@@ -62,12 +67,15 @@ def recover_jobs_on_training_worker_startup() -> None:
 
 @TRAINING_HUEY.signal(huey_signals.SIGNAL_INTERRUPTED)
 def record_interrupted_training(signal, task, *args, **kwargs) -> None:
-    """SIGTERM stopped the training worker during a job: record it now (its thread may still run)."""
+    """Ctrl-C stopped the training worker during a job: record it now (its thread may still run).
+
+    Only a job this worker claimed: the task may be a second delivery of a job another worker runs.
+    """
     if not isinstance(task, train.task_class) or not task.args:
         return
     background.close_consumer_connections()
     try:
-        background.interrupt(TrainingJob, int(task.args[0]), release_files=False)
+        background.interrupt(TrainingJob, int(task.args[0]), release_files=False, claimed_by=background.worker_id())
     finally:
         background.close_consumer_connections()
 
@@ -93,13 +101,16 @@ def clean_abandoned_files() -> None:
 
 @HUEY.signal(huey_signals.SIGNAL_INTERRUPTED)
 def record_interrupted_import(signal, task, *args, **kwargs) -> None:
-    """SIGTERM stopped the consumer during an import: record it now; the next start undoes the files."""
+    """SIGTERM stopped the consumer during an import: record it now; the next start undoes the files.
+
+    Only a job this consumer claimed: the task may be a second delivery of an import another one runs.
+    """
     if not isinstance(task, import_archive.task_class) or not task.args:
         return
     background.close_consumer_connections()
     try:
         job_id = int(task.args[0])
-        if background.interrupt(ImportJob, job_id, release_files=False):
+        if background.interrupt(ImportJob, job_id, release_files=False, claimed_by=background.worker_id()):
             path = ImportJob.objects.filter(pk=job_id).values_list("archive_path", flat=True).first()
             imports.remove_archive(path or "")  # unlinking a file still open for reading is fine on POSIX
     finally:

@@ -11,6 +11,11 @@ that claimed it (`worker_id()`: host, pid, a per-process token) and writes a hea
 works. `recover_jobs` marks a running job interrupted only when its worker is provably gone (no
 heartbeat for STALE_AFTER, or a dead pid on this host): a consumer that starts next to a live one
 never touches the live one's jobs.
+
+Why the re-dispatch: the database is the truth for queued jobs too. A job can be queued in the
+database while its task is in no queue (Redis flushed, the queue file replaced, a web process
+killed between its commit and the enqueue); `redispatch_lost` queues such a job again. Each kind
+says which task runs it (`runs_with`); a duplicate is harmless, since `Job.claim` lets one run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.apps import apps
 from django.db import close_old_connections, connections, models
@@ -38,6 +44,10 @@ HEARTBEAT_EVERY = 15.0
 # Progress rows are written at most this often: pages poll once a second and SQLite prefers few,
 # short writes.
 PROGRESS_INTERVAL = 1.0
+
+# A queued job whose task waits in no queue this long after it was queued lost its task: it is
+# queued again. Far longer than the moment between a job's commit and the enqueue that follows it.
+REDISPATCH_AFTER = timedelta(minutes=3)
 
 PROCESS_TOKEN = uuid.uuid4().hex[:12]
 
@@ -103,16 +113,22 @@ class Job(models.Model):
         abstract = True
 
     @classmethod
-    def transition(cls, pk: int, to: str, *, from_: tuple[str, ...] | None = None, **fields) -> bool:
+    def transition(
+        cls, pk: int, to: str, *, from_: tuple[str, ...] | None = None, claimed_by: str | None = None, **fields
+    ) -> bool:
         """Move job `pk` to state `to` if its current state allows it; False when it did not.
 
         A conditional UPDATE, so two processes (worker, web, recovering consumer) can never both
-        move the same job: the second one finds the state changed and does nothing.
+        move the same job: the second one finds the state changed and does nothing. With
+        `claimed_by`, only a job that worker claimed moves.
         """
         sources = [s for s, targets in cls.TRANSITIONS.items() if to in targets and (from_ is None or s in from_)]
         now = timezone.now()
         stamps = {"started_at": now, "heartbeat_at": now} if to == JobStatus.RUNNING else {"finished_at": now}
-        return bool(cls.objects.filter(pk=pk, status__in=sources).update(status=to, **{**stamps, **fields}))
+        rows = cls.objects.filter(pk=pk, status__in=sources)
+        if claimed_by is not None:
+            rows = rows.filter(worker=claimed_by)
+        return bool(rows.update(status=to, **{**stamps, **fields}))
 
     @classmethod
     def claim(cls, pk: int, **fields) -> bool:
@@ -289,18 +305,26 @@ def is_dead(job: Job, now: datetime) -> bool:
     return pid == os.getpid() or not _pid_alive(pid)
 
 
-def interrupt(model: type[Job], pk: int, *, release_files: bool = True) -> bool:
+def interrupt(model: type[Job], pk: int, *, release_files: bool = True, claimed_by: str | None = None) -> bool:
     """Record that this job's worker stopped (or is stopping) mid-job, and release its files.
 
     `release_files=False` when the job's own thread may still be running (SIGTERM in this very
-    process): its files are released by the next recovery instead.
+    process): its files are released by the next recovery instead. `claimed_by=worker_id()` when
+    a stopping consumer records its own jobs: the task it held may have been a second delivery of
+    a job another consumer runs, which must go on.
     """
-    if not model.transition(pk, JobStatus.INTERRUPTED, from_=(JobStatus.RUNNING,), message=model.INTERRUPTED_MESSAGE):
+    moved = model.transition(
+        pk, JobStatus.INTERRUPTED, from_=(JobStatus.RUNNING,), claimed_by=claimed_by, message=model.INTERRUPTED_MESSAGE
+    )
+    if not moved:
         return False
+    logger.warning("%s %s was interrupted: its worker stopped.", model._meta.verbose_name, pk)
     job = model.objects.filter(pk=pk).first()
     if job is not None and release_files:
-        job.release_files()
-    logger.warning("%s %s was interrupted: its worker stopped.", model._meta.verbose_name, pk)
+        try:
+            job.release_files()
+        except Exception:  # e.g. another consumer's clean-up removing the same files: it finishes the job
+            logger.exception("Could not release the files of %s %s; the periodic clean-up will.", model.__name__, pk)
     return True
 
 
@@ -315,4 +339,64 @@ def recover_jobs(now: datetime | None = None) -> int:
         for job in model.objects.filter(status=JobStatus.RUNNING).only("pk", "worker", "heartbeat_at"):
             if is_dead(job, now):
                 count += interrupt(model, job.pk)
+    return count
+
+
+# How each kind of job is run, by model label: its Huey task, and whether a queued job can be handed
+# to a worker yet. Filled by the tasks modules (`runs_with`).
+_TASKS: dict[str, tuple[Any, Callable[[Job], bool] | None]] = {}
+
+
+def runs_with(model: type[Job], task: Any, *, ready: Callable[[Job], bool] | None = None) -> None:
+    """Record that `task` (a Huey task taking the job's pk) runs jobs of `model`.
+
+    So recovery can queue a job again whose task was lost, without knowing the kinds of jobs.
+    `ready(job)` says whether a queued job is complete enough to run; one that is not (a command
+    still copying its input) is left queued.
+    """
+    _TASKS[model._meta.label] = (task, ready)
+
+
+def _waiting_ids(task: Any) -> set[object]:
+    """The first arguments (job pks) of `task`'s deliveries waiting in its queue or its schedule.
+
+    Read from the raw messages: a message of a task this process does not know is skipped, not an error.
+    """
+    huey = task.huey
+    name = huey._registry.task_to_string(task.task_class)
+    waiting = set()
+    for data in [*huey.storage.enqueued_items(), *huey.storage.scheduled_items()]:
+        try:
+            message = huey.serializer.deserialize(data)
+        except Exception:  # a message an older version wrote: not one of ours to judge
+            continue
+        if message.name == name and message.args:
+            waiting.add(message.args[0])
+    return waiting
+
+
+def redispatch_lost(now: datetime | None = None) -> int:
+    """Queue again every job queued for longer than REDISPATCH_AFTER whose task waits in no queue.
+
+    Returns how many. The queue is read before the rows, so a task listed there was not lost; a task
+    taken by a worker in between is delivered twice, which `Job.claim` makes harmless.
+    """
+    now = now or timezone.now()
+    count = 0
+    for model in job_models():
+        if model._meta.label not in _TASKS:
+            continue
+        task, ready = _TASKS[model._meta.label]
+        waiting = _waiting_ids(task)
+        old = model.objects.filter(status=JobStatus.QUEUED, created_at__lt=now - REDISPATCH_AFTER)
+        for pk in old.order_by("created_at", "pk").values_list("pk", flat=True):
+            if pk in waiting:
+                continue
+            if ready is not None:
+                job = model.objects.filter(pk=pk).first()
+                if job is None or not ready(job):
+                    continue
+            task(pk)
+            count += 1
+            logger.warning("%s %s was queued but its task was lost: queued it again.", model._meta.verbose_name, pk)
     return count
