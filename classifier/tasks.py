@@ -29,7 +29,7 @@ from huey.contrib.djhuey import HUEY, db_periodic_task, db_task
 
 from classifier import catalog, installs, int8, runtimes
 from classifier.models import Int8Calibration, Prediction, WeightsDownload
-from webapp import background
+from webapp import atomic, background
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,15 @@ def convert_pending() -> int:
 
 
 def _weights_files() -> list[Path] | None:
-    """Every file in the weights folder; None when it cannot be read (then nothing is pruned)."""
+    """Every weights file in the weights folder; None when it cannot be read (then nothing is pruned).
+
+    Not the temporary files of imports and downloads still writing (hashing them is wasted work).
+    """
     folder = Path(settings.WEIGHTS_DIR)
     if not folder.exists():
         return []
     try:
-        return [entry for entry in folder.iterdir() if entry.is_file()]
+        return [entry for entry in folder.iterdir() if entry.is_file() and not atomic.is_temporary(entry.name)]
     except OSError:
         return None
 

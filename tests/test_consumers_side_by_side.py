@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 import pytest
 from huey import signals
@@ -100,3 +101,30 @@ def test_a_clean_up_that_fails_half_way_does_not_stop_the_recovery_of_other_jobs
     assert background.recover_jobs() == 2
     assert ImportJob.objects.get(pk=dead_import.pk).status == ImportJob.Status.INTERRUPTED
     assert TrainingJob.objects.get(pk=dead_training.pk).status == TrainingJob.Status.INTERRUPTED
+
+
+# A consumer on another machine: no pid of it can be checked here, only its heartbeat.
+ELSEWHERE = "gpu-1:4242:elsewhere"
+
+
+@pytest.mark.parametrize("skew", [-10, +10], ids=["worker-clock-behind", "worker-clock-ahead"])
+def test_heartbeats_go_by_the_databases_clock_so_a_skewed_machine_is_not_taken_for_dead(dataset, monkeypatch, skew):
+    """Machines' clocks drift; a worker whose clock is 10 minutes off must not have its live job interrupted
+    by another machine's recovery (STALE_AFTER is 2 minutes)."""
+    job = running_training(dataset, ELSEWHERE)
+    real_now = background.timezone.now
+    monkeypatch.setattr(background.timezone, "now", lambda: real_now() + timedelta(minutes=skew))
+    monkeypatch.setattr(background, "worker_id", lambda: ELSEWHERE)
+    background.Progress(TrainingJob, job.pk)(force=True)  # the skewed worker's heartbeat
+    monkeypatch.undo()
+
+    assert background.recover_jobs() == 0  # judged here, by the same clock that stamped the beat
+    assert TrainingJob.objects.get(pk=job.pk).status == TrainingJob.Status.RUNNING
+
+
+def test_a_silent_worker_elsewhere_is_still_found_dead_by_its_heartbeat(dataset):
+    job = running_training(dataset, ELSEWHERE)
+    stale = background.database_now() - background.STALE_AFTER - timedelta(seconds=5)
+    TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=stale)
+    assert background.recover_jobs() == 1
+    assert TrainingJob.objects.get(pk=job.pk).status == TrainingJob.Status.INTERRUPTED

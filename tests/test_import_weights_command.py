@@ -181,3 +181,17 @@ def test_download_command_installs_what_it_fetched(weights_file, monkeypatch):
 def test_download_command_rejects_unknown_keys():
     with pytest.raises(CommandError, match="Unknown model 'nope'"):
         run("download_weights", "nope")
+
+
+@pytest.mark.django_db
+def test_download_command_for_a_file_already_being_downloaded_says_so(offline):
+    """The worker (or another command) is fetching it: one download per file, and a sentence, not a traceback."""
+    WeightsDownload.objects.create(model_key="mobilenetv2", include_top=True, status=WeightsDownload.Status.RUNNING)
+    out, err = StringIO(), StringIO()
+    with pytest.raises(CommandError, match="1 of 1 download"):
+        call_command("download_weights", "mobilenetv2", stdout=out, stderr=err)
+    assert (
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 is already being downloaded "
+        "(by the worker or another command); the Models page shows its progress." in err.getvalue()
+    )
+    assert WeightsDownload.objects.count() == 1

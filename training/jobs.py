@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from classifier import inference, runtimes, zoo
@@ -382,7 +383,7 @@ def _train(job: TrainingJob, reporter: _Reporter, workdir: Path) -> None:
             best_val_accuracy=validation.get("accuracy"),
             model_ready_at=timezone.now(),
             phase="exporting",
-            heartbeat_at=timezone.now(),
+            heartbeat_at=Now(),
         )
         if not done:  # marked interrupted elsewhere, or deleted, meanwhile: nothing to publish
             reporter.lost = True
@@ -469,7 +470,7 @@ def _build_exports(job: TrainingJob, result: trainer.TrainResult, data: trainer.
             reference=result.validation_probabilities,
         )
         exports[fmt] = outcome.as_dict()
-        TrainingJob.objects.filter(pk=job.pk).update(exports=exports, heartbeat_at=timezone.now())
+        TrainingJob.objects.filter(pk=job.pk).update(exports=exports, heartbeat_at=Now())
     return exports
 
 

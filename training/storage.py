@@ -101,9 +101,11 @@ def undo(journal_path: Path, keep: Callable[[str], bool]) -> int:
         if keep(sha):
             continue
         path = folder / rel
-        if path.exists():
-            path.unlink()
+        try:
+            path.unlink()  # two consumers' clean-ups may undo the same journal at once
             removed += 1
+        except FileNotFoundError:
+            pass
         for tmp in path.parent.glob(f".{path.name}.*"):  # killed between write and rename
             if atomic.final_name(tmp.name) == path.name:
                 tmp.unlink(missing_ok=True)

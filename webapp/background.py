@@ -10,7 +10,9 @@ SIGKILL loses its running task, so the database is the truth. A running job name
 that claimed it (`worker_id()`: host, pid, a per-process token) and writes a heartbeat while it
 works. `recover_jobs` marks a running job interrupted only when its worker is provably gone (no
 heartbeat for STALE_AFTER, or a dead pid on this host): a consumer that starts next to a live one
-never touches the live one's jobs.
+never touches the live one's jobs. Heartbeats are written and judged by the database's clock
+(`Now()`, `database_now`), never a machine's own: a worker whose clock runs minutes behind another
+must not look dead to it.
 
 Why the re-dispatch: the database is the truth for queued jobs too. A job can be queued in the
 database while its task is in no queue (Redis flushed, the queue file replaced, a web process
@@ -32,7 +34,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
-from django.db import close_old_connections, connections, models
+from django.db import close_old_connections, connection, connections, models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -124,7 +127,7 @@ class Job(models.Model):
         """
         sources = [s for s, targets in cls.TRANSITIONS.items() if to in targets and (from_ is None or s in from_)]
         now = timezone.now()
-        stamps = {"started_at": now, "heartbeat_at": now} if to == JobStatus.RUNNING else {"finished_at": now}
+        stamps = {"started_at": now, "heartbeat_at": Now()} if to == JobStatus.RUNNING else {"finished_at": now}
         rows = cls.objects.filter(pk=pk, status__in=sources)
         if claimed_by is not None:
             rows = rows.filter(worker=claimed_by)
@@ -201,7 +204,7 @@ class Progress:
             return
         self.last = now
         rows = self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING, worker=worker_id())
-        if not rows.update(heartbeat_at=timezone.now(), **fields):
+        if not rows.update(heartbeat_at=Now(), **fields):
             raise JobLost
         if rows.filter(cancel_requested=True).exists():
             raise Cancelled
@@ -237,7 +240,7 @@ class Heartbeat:
             while not self._stop.wait(self.every):
                 try:
                     self.model.objects.filter(pk=self.pk, status=JobStatus.RUNNING, worker=self._worker).update(
-                        heartbeat_at=timezone.now()
+                        heartbeat_at=Now()
                     )
                 except Exception:  # a locked or unreachable database: try again at the next beat
                     logger.warning("Could not write the heartbeat of %s %s", self.model.__name__, self.pk)
@@ -328,12 +331,25 @@ def interrupt(model: type[Job], pk: int, *, release_files: bool = True, claimed_
     return True
 
 
+def database_now() -> datetime:
+    """The time by the database's clock, the one heartbeats are written with (`Now()`).
+
+    Machines sharing one PostgreSQL server each have their own clock; SQLite lives on one machine,
+    whose clock its `Now()` reads, so Python's time is the same clock there.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT STATEMENT_TIMESTAMP()")
+            return cursor.fetchone()[0]
+    return timezone.now()
+
+
 def recover_jobs(now: datetime | None = None) -> int:
     """Mark running jobs whose worker is gone as interrupted, for every kind; returns how many.
 
     Safe to run at any time and from several consumers at once: each move is conditional.
     """
-    now = now or timezone.now()
+    now = now or database_now()
     count = 0
     for model in job_models():
         for job in model.objects.filter(status=JobStatus.RUNNING).only("pk", "worker", "heartbeat_at"):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from classifier import installs, zoo
@@ -44,14 +46,25 @@ class Command(BaseCommand):
             self.stdout.write(f"Downloading {wf.filename} from {wf.url} ...")
             # Recorded like a worker's download (running, this process, heartbeat) so the Models page
             # shows it and a consumer's recovery leaves it alone while this command lives.
-            record = WeightsDownload.objects.create(
-                model_key=model.key,
-                include_top=include_top,
-                status=WeightsDownload.Status.RUNNING,
-                worker=background.worker_id(),
-                started_at=timezone.now(),
-                heartbeat_at=timezone.now(),
-            )
+            try:
+                with transaction.atomic():
+                    record = WeightsDownload.objects.create(
+                        model_key=model.key,
+                        include_top=include_top,
+                        status=WeightsDownload.Status.RUNNING,
+                        worker=background.worker_id(),
+                        started_at=timezone.now(),
+                        heartbeat_at=Now(),
+                    )
+            except IntegrityError:  # one download per file at a time (WeightsDownload's constraint)
+                failed += 1
+                self.stderr.write(
+                    self.style.ERROR(
+                        f"{wf.filename} is already being downloaded (by the worker or another command); "
+                        "the Models page shows its progress."
+                    )
+                )
+                continue
             with background.Heartbeat(WeightsDownload, record.pk):
                 status, message = installs.fetch(record)
             WeightsDownload.transition(record.pk, status, message=message)
