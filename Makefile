@@ -32,13 +32,13 @@ test: $(VENV)/.installed-dev chromium servers
 	$(VENV)/bin/pytest
 	@$(MAKE) --no-print-directory test-postgresql
 
-## test-postgresql: the whole suite but its browser and realweights tests, on PostgreSQL + Redis
+## test-postgresql: the whole suite but its browser, realweights and storage_free tests, on PostgreSQL + Redis
 # Servers the run starts itself in a temporary folder (tests/servers.py), removed at its end. Browser
-# tests drive pages whose views the rest of the suite already runs on both databases, and realweights
-# tests check models, not storage; everything else, Keras-only tests included, runs on both: about 15
-# minutes more on 2 cores, after about 20 for the SQLite part (docs/TESTING.md).
+# tests drive pages whose views the rest of the suite already runs on both databases, realweights
+# tests check models, and storage_free tests (Keras, NumPy, Pillow only) touch no database or queue;
+# everything else runs on both (docs/TESTING.md).
 test-postgresql: $(VENV)/.installed-dev servers
-	TEST_BACKENDS=postgresql $(VENV)/bin/pytest --ignore=tests/browser -m "not browser and not realweights"
+	TEST_BACKENDS=postgresql $(VENV)/bin/pytest --ignore=tests/browser -m "not browser and not realweights and not storage_free"
 
 ## chromium: Debian's Chromium for the browser tests (Playwright never downloads a browser here)
 chromium:

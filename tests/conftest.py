@@ -177,3 +177,16 @@ def weights_file(weights_cache):
         return cached
 
     return make
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A `storage_free` test that asks for the database is a mistake: the PostgreSQL run would skip it silently."""
+    for item in items:
+        if item.get_closest_marker("storage_free") is None:
+            continue
+        uses_database = item.get_closest_marker("django_db") or {"db", "transactional_db"} & set(item.fixturenames)
+        if uses_database:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked storage_free but uses the database: "
+                "remove the mark so it runs on PostgreSQL too."
+            )

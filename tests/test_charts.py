@@ -10,6 +10,8 @@ import pytest
 
 from training.charts import Cell, confusion_rows, curves_svg, format_duration, nice_maximum, x_ticks
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 SVG = "{http://www.w3.org/2000/svg}"
 
 

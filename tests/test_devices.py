@@ -11,6 +11,8 @@ from tests.training_helpers import colour_png
 from training import devices, trainer
 from training.lite_features import LiteFeatures
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 
 def test_without_a_gpu_a_job_runs_on_the_cpu_and_names_it():
     device = devices.training_device()  # this machine has no GPU

@@ -18,6 +18,8 @@ from PIL import Image
 from tests.helpers import SHARED
 from training import duplicates
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 
 def scene(seed: int, side: int = 240, tint: tuple[int, int, int] = (60, -20, -20)) -> Image.Image:
     """A photo-like picture: a smooth random scene with a tint (a 'class') and fine grain."""

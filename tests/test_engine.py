@@ -15,6 +15,8 @@ from PIL import Image
 from classifier import engine as engine_module
 from classifier.engine import MAX_BATCH, Engine, ModelSpec
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 LABELS = ("red", "green", "blue")
 
 

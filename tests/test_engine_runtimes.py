@@ -11,6 +11,8 @@ from classifier import lite
 from classifier.engine import Engine, ModelSpec
 from tests.test_lite import scale, small_cnn
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 LABELS = tuple(f"class {i}" for i in range(10))
 
 

@@ -12,6 +12,8 @@ from classifier import imaging
 from classifier.imaging import ImageError, decode
 from tests.helpers import image_bytes
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
 
 

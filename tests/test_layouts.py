@@ -9,6 +9,8 @@ import pytest
 from classifier import zoo
 from classifier.layouts import LayoutError, count_macs, model_layout, read_layout
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 
 def test_a_generated_file_reads_back_as_the_layout_of_its_model(weights_file):
     layout = read_layout(weights_file("mobilenet-0.5-128"))

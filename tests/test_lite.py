@@ -11,6 +11,8 @@ import pytest
 from classifier import lite
 from tests.helpers import reinitialise
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 
 def small_cnn(seed: int = 0):
     """A real MobileNetV2 (tiny width and input) with non-degenerate weights: distinct outputs."""

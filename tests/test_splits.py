@@ -10,6 +10,8 @@ import pytest
 from training import splits
 from training.splits import TEST, TRAIN, VALIDATION, Shares
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 
 def hashes(n: int, prefix: str = "img") -> list[str]:
     return [hashlib.sha256(f"{prefix}-{i}".encode()).hexdigest() for i in range(n)]

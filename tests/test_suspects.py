@@ -9,6 +9,8 @@ import pytest
 
 from training import suspects
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 CLASSES = 4
 
 

@@ -17,6 +17,8 @@ from tests.helpers import reinitialise
 from tests.training_helpers import colour_png
 from training import trainer
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 SIZE = 64
 LABELS = ["red", "green", "blue"]
 

@@ -16,6 +16,8 @@ import pytest
 from classifier import weights, zoo
 from tests.helpers import make_zoo_weights, save_legacy_weights
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 FAST = "mobilenet-0.5-128"  # no published hash: generated files pass every check
 
 

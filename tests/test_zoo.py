@@ -16,6 +16,8 @@ import pytest
 from classifier import zoo
 from classifier.layouts import count_macs, model_layout
 
+pytestmark = pytest.mark.storage_free  # neither database nor queue: the PostgreSQL run leaves it out
+
 ALL = zoo.all_models()
 
 
