@@ -320,13 +320,16 @@ def run_training_job(job_id: int, echo: Callable[[str], None] | None = None) -> 
 
     `echo` receives a line per phase and epoch (for `manage.py train --foreground`).
     """
-    if not TrainingJob.claim(job_id, versions=trainer.versions()):
+    # Claimed first, TensorFlow imported after (seconds, in a new worker): the page says "running" at once.
+    if not TrainingJob.claim(job_id):
         logger.info("Training job %s is not queued any more; nothing to do.", job_id)
         return None
     job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
     reporter = _Reporter(job, echo)
     try:
         with background.Heartbeat(TrainingJob, job.pk):
+            job.versions = trainer.versions()
+            TrainingJob.objects.filter(pk=job.pk).update(versions=job.versions)
             _train(job, reporter, job.folder)
     except trainer.Cancelled:
         if reporter.lost:
