@@ -242,15 +242,20 @@ class Engine:
         log.info("loaded model %s (%s) in %.1f s", key, warm.runtime, time.perf_counter() - started)
         return warm, version
 
-    def _changed(self, key: str, warm: WarmModel | LiteWarmModel) -> bool:
-        """Whether what `warm` was built from changed, at most once per VERSION_RECHECK_SECONDS."""
-        if self._version is None:
-            return False
+    def _due(self, last: dict[str, float], key: str, interval: float) -> bool:
+        """Whether a periodic check of `key` is due (at most once per `interval`); records it when it is."""
         now = time.monotonic()
         with self._lock:
-            if now - self._version_checked.get(key, 0.0) < VERSION_RECHECK_SECONDS:
+            if now - last.get(key, 0.0) < interval:
                 return False
-            self._version_checked[key] = now
+            last[key] = now
+            return True
+
+    def _changed(self, key: str, warm: WarmModel | LiteWarmModel) -> bool:
+        """Whether what `warm` was built from changed, at most once per VERSION_RECHECK_SECONDS."""
+        if self._version is None or not self._due(self._version_checked, key, VERSION_RECHECK_SECONDS):
+            return False
+        with self._lock:
             built_from = self._versions.get(key)
         try:
             return self._version(warm.spec) != built_from
@@ -298,13 +303,8 @@ class Engine:
 
     def _upgraded(self, key: str, warm: WarmModel | LiteWarmModel) -> WarmModel | LiteWarmModel:
         """A TensorFlow model whose LiteRT file appeared since it loaded moves to LiteRT."""
-        if self._lite is None or warm.runtime == LITERT:
+        if self._lite is None or warm.runtime == LITERT or not self._due(self._checked, key, LITE_RECHECK_SECONDS):
             return warm
-        now = time.monotonic()
-        with self._lock:
-            if now - self._checked.get(key, 0.0) < LITE_RECHECK_SECONDS:
-                return warm
-            self._checked[key] = now
         try:
             content = self._lite(warm.spec)
             if not content:
