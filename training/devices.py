@@ -12,12 +12,9 @@ at start, so several jobs (TRAINING_CONCURRENCY) can share one card.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 GPU = "GPU"
 CPU = "CPU"
