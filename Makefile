@@ -63,6 +63,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/import.py --json bench/results/import.json
 	$(PY) bench/train.py --json bench/results/train.json
 	$(PY) bench/load.py --json bench/results/load.json
+	$(PY) bench/scale.py --json bench/results/scale.json
 
 clean-venv:
 	rm -rf $(VENV)

@@ -45,8 +45,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the live processes in `pids` have used so far."""
+def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
+    """User + system CPU time the live processes in `pids` have used so far.
+
+    `reaped`: with that of their children that ended and were waited for, which no process list
+    shows any more (PostgreSQL's per-connection processes: a connection's work leaves with it).
+    """
     total = 0.0
     for pid in pids:
         try:
@@ -55,6 +59,8 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if reaped:
+            total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
     return total
 
 
