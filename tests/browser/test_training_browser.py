@@ -75,6 +75,13 @@ def test_train_a_model_watch_it_learn_read_the_evaluation_and_classify_with_it(
     expect(page.locator("[data-testid=exports] a", has_text="Download zip")).to_have_count(3)
     screenshot("training-finished")
 
+    page.get_by_text("Settings and record").click()  # what ran where: device and worker machine
+    record = page.locator("tr", has=page.locator("th", has_text="Ran on"))
+    expect(record).to_contain_text("CPU: ")
+    expect(record).to_contain_text("worker on ")
+    record.scroll_into_view_if_needed()
+    screenshot("training-record")
+
     page.get_by_role("link", name="Classify images with it").click()
     model_key = f"trained-{job.trained_model.pk}"
     expect(page.locator("select[name=model]")).to_have_value(model_key)
