@@ -410,13 +410,15 @@ def test_a_backup_whose_database_copy_fails_half_way_leaves_no_database_file(
     dest.mkdir()  # an empty folder given by the administrator: it stays, and nothing half-written is in it
 
     def half(self, target):
-        Path(target).write_bytes(b"SQLite format 3\x00 half a database")
+        Path(target).write_bytes(b"half a database")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(backup_module.SqliteSnapshot, "write", half)
+    for snapshot in (backup_module.SqliteSnapshot, backup_module.DjangoSnapshot):  # SQLite, PostgreSQL
+        monkeypatch.setattr(snapshot, "write", half)
     with pytest.raises(OSError):
         backup_module.backup(dest)
-    assert not (dest / "database.sqlite3").exists() and not (dest / "manifest.json").exists()
+    assert not [dest / name for name in backup_module.DATABASE_FILES.values() if (dest / name).exists()]
+    assert not (dest / "manifest.json").exists()
     assert not [p for p in dest.rglob("*") if atomic.is_temporary(p.name)]
 
 
