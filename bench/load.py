@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,8 +207,13 @@ class Run:
 
 def client(port: int, body: bytes, headers: dict[str, str], deadline: float, samples: list) -> None:
     """Post on one keep-alive connection until the deadline; reconnect after an error."""
+    post_until(port, body, headers, lambda: time.monotonic() >= deadline, samples)
+
+
+def post_until(port: int, body: bytes, headers: dict[str, str], done: Callable[[], bool], samples: list) -> None:
+    """Post one JPEG after another on a keep-alive connection until `done()`; (seconds, status) per request."""
     conn = None
-    while time.monotonic() < deadline:
+    while not done():
         if conn is None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
         started = time.perf_counter()

@@ -376,26 +376,7 @@ class Uploads:
 
 def api_client(port: int, body: bytes, headers: dict[str, str], stop: threading.Event, samples: list) -> None:
     """bench/load.py's client, until `stop` is set rather than until a deadline."""
-    conn = None
-    while not stop.is_set():
-        if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=load.REQUEST_TIMEOUT_S)
-        started = time.perf_counter()
-        try:
-            conn.request("POST", "/api/v1/predict", body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            status = response.status
-            if response.will_close:
-                conn.close()
-                conn = None
-        except (OSError, http.client.HTTPException):
-            status = 0
-            conn.close()
-            conn = None
-        samples.append((time.perf_counter() - started, status))  # list.append is atomic
-    if conn is not None:
-        conn.close()
+    load.post_until(port, body, headers, stop.is_set, samples)
 
 
 class Clients:
